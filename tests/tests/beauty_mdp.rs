@@ -1,24 +1,24 @@
 //! End to end on real data: the Amazon 2014 5-core Beauty file through mtrec-data and mtrec-mdp.
 //! Skips with a notice when `../shared` is absent (a user's clone); CI has it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::Device;
 use mtrec_data::{prepare_files, Format, PrepareConfig, PreparedDataset, ReadOptions};
 use mtrec_mdp::{samples, shuffled_indices, transitions, Batcher, Split};
 
 fn beauty() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/amazon2014-5core/Beauty.txt");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: ../shared/data/amazon2014-5core/Beauty.txt not found (it exists in CI)");
-        None
-    }
+    mtrec_data::testing::shared_path("data/amazon2014-5core/Beauty.txt")
 }
 
 fn prepared(path: PathBuf) -> PreparedDataset {
-    prepare_files(Format::S3rec, &[path], &ReadOptions::default(), &PrepareConfig::default()).unwrap()
+    prepare_files(
+        Format::S3rec,
+        &[path],
+        &ReadOptions::default(),
+        &PrepareConfig::default(),
+    )
+    .unwrap()
 }
 
 #[test]

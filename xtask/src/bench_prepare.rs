@@ -1,5 +1,6 @@
-//! `cargo xtask bench-prepare`: times `mtrec prepare` end to end (a release binary run as a user
-//! runs it) on Electronics-scale raw files, and a straightforward pandas implementation of the same
+//! `cargo xtask bench-prepare`: times `mtrec prepare` end to end (reading, preparing and writing the
+//! dataset folder, in this release process with the same library calls as the CLI) on
+//! Electronics-scale raw files, and a straightforward pandas implementation of the same
 //! steps (`xtask/bench/prepare_pandas.py`) on the same files in the same run when Python, pandas and
 //! pyarrow are installed. Writes `results/bench-prepare.{md,json}`.
 
@@ -10,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::{gen_amazon, gen_config, mtrec_binary, root};
+use crate::{gen_amazon, gen_config, prepare_amazon, root};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -68,24 +69,17 @@ pub fn run(args: Args) -> Result<()> {
     let reviews = dir.join("reviews_Electronics_5.json");
     let meta = dir.join("meta_Electronics.json");
     let input_bytes = std::fs::metadata(&reviews)?.len() + std::fs::metadata(&meta)?.len();
-    let mtrec = mtrec_binary()?;
-
     let mut ours = f64::INFINITY;
     let mut stats = String::new();
     for _ in 0..args.repeat.max(1) {
-        let (s, out) = time_command(
-            Command::new(&mtrec)
-                .args(["prepare", "--format", "amazon-json"])
-                .arg(&reviews)
-                .arg(&meta)
-                .arg("--out")
-                .arg(dir.join("prepared-mtrec"))
-                .arg("--force")
-                .env("RUST_LOG", "warn"),
-            "mtrec prepare",
+        let start = Instant::now();
+        let ds = prepare_amazon(
+            &[reviews.clone(), meta.clone()],
+            &dir.join("prepared-mtrec"),
+            1234,
         )?;
-        ours = ours.min(s);
-        stats = out;
+        ours = ours.min(start.elapsed().as_secs_f64());
+        stats = ds.stats().to_string();
     }
     println!("mtrec prepare: {ours:.2} s\n{stats}");
 
@@ -93,7 +87,10 @@ pub fn run(args: Args) -> Result<()> {
     let pandas = if args.no_pandas {
         None
     } else if !pandas_available(&args.python) {
-        tracing::warn!("pandas/pyarrow not installed for {}: skipping the pandas run", args.python);
+        tracing::warn!(
+            "pandas/pyarrow not installed for {}: skipping the pandas run",
+            args.python
+        );
         None
     } else {
         let mut best = f64::INFINITY;
@@ -113,7 +110,9 @@ pub fn run(args: Args) -> Result<()> {
         Some(best)
     };
 
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let ratio = pandas.map(|p| p / ours);
     let report = json!({
         "scale": args.scale,
@@ -129,7 +128,7 @@ pub fn run(args: Args) -> Result<()> {
         "# `mtrec prepare` vs pandas\n\n\
          Command: `cargo xtask bench-prepare --scale {}` ({} CPU threads, best of {}).\n\
          Input: generated Amazon-2014-format files, {:.2} GB (reviews with text + Python-literal meta).\n\n\
-         | implementation | wall time (s) |\n|---|---|\n| mtrec prepare (release binary, end to end) | {:.2} |\n| pandas (`xtask/bench/prepare_pandas.py`) | {} |\n\n\
+         | implementation | wall time (s) |\n|---|---|\n| mtrec prepare (release, read + prepare + write) | {:.2} |\n| pandas (`xtask/bench/prepare_pandas.py`) | {} |\n\n\
          Speed-up: {}\n",
         args.scale,
         threads,

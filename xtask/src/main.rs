@@ -3,15 +3,17 @@
 //! - `quickstart`: generates a small Amazon-2014-format log and runs `mtrec prepare` and `mtrec stats`
 //!   on it, all offline;
 //! - `bench-prepare`: the ingestion benchmark of the README (Electronics-scale raw files, our
-//!   `mtrec prepare` beside a pandas implementation of the same steps).
+//!   `mtrec prepare` beside a pandas implementation of the same steps);
+//! - `bench-batch`: samples/s of the MDP batcher on a prepared dataset;
+//! - `gen-amazon`: the raw-format generator behind the two above.
 
+mod bench_batch;
 mod bench_prepare;
 mod gen_amazon;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -37,6 +39,8 @@ enum Cmd {
     },
     /// Benchmark `mtrec prepare` on Electronics-scale raw input, beside pandas when it is installed.
     BenchPrepare(bench_prepare::Args),
+    /// Time the MDP batcher on a prepared dataset (samples/s into padded tensors).
+    BenchBatch(bench_batch::Args),
     /// Generate raw Amazon-2014-format files (reviews JSON lines + Python-literal meta).
     GenAmazon {
         /// small or electronics.
@@ -62,6 +66,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Quickstart { dir, seed } => quickstart(&dir, seed),
         Cmd::BenchPrepare(args) => bench_prepare::run(args),
+        Cmd::BenchBatch(args) => bench_batch::run(args),
         Cmd::GenAmazon { scale, out, seed } => {
             let mut cfg = gen_config(&scale)?;
             cfg.seed = seed;
@@ -94,44 +99,46 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Builds the release `mtrec` binary and returns its path.
-pub fn mtrec_binary() -> Result<PathBuf> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--quiet", "--release", "--package", "mtrec-cli", "--bin", "mtrec"])
-        .current_dir(root())
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building mtrec failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    Ok(target.join("release").join("mtrec"))
+/// `mtrec prepare` as a library call: reads `inputs`, prepares and writes `out` (replacing it).
+/// xtask calls the libraries in-process rather than a nested `cargo build` of the binary, which would
+/// see the environment of `cargo run` and rebuild dependencies.
+pub fn prepare_amazon(
+    inputs: &[PathBuf],
+    out: &Path,
+    seed: u64,
+) -> Result<mtrec_data::PreparedDataset> {
+    let cfg = mtrec_data::PrepareConfig {
+        seed,
+        ..mtrec_data::PrepareConfig::default()
+    };
+    let ds = mtrec_data::prepare_files(
+        mtrec_data::Format::AmazonJson,
+        inputs,
+        &mtrec_data::ReadOptions::default(),
+        &cfg,
+    )?;
+    ds.save(out, true)?;
+    Ok(ds)
 }
 
 fn quickstart(dir: &Path, seed: u64) -> Result<()> {
-    let mtrec = mtrec_binary()?;
     let raw = dir.join("raw");
     let mut cfg = gen_amazon::GenConfig::small();
     cfg.seed = seed;
     let g = gen_amazon::generate(&cfg, &raw, "Synthetic")?;
-    tracing::info!("generated {} reviews of {} items in {}", g.reviews, g.meta_lines, raw.display());
+    tracing::info!(
+        "generated {} reviews of {} items in {}",
+        g.reviews,
+        g.meta_lines,
+        raw.display()
+    );
     let prepared = dir.join("prepared");
-    let status = Command::new(&mtrec)
-        .arg("prepare")
-        .args(["--format", "amazon-json"])
-        .arg(&g.reviews_path)
-        .arg(&g.meta_path)
-        .arg("--out")
-        .arg(&prepared)
-        .args(["--seed", &seed.to_string(), "--force"])
-        .status()
-        .context("running mtrec prepare")?;
-    if !status.success() {
-        bail!("mtrec prepare failed");
-    }
+    let ds = prepare_amazon(&[g.reviews_path, g.meta_path], &prepared, seed)?;
+    print!("{}", ds.stats());
     println!("\nprepared dataset: {}", prepared.display());
-    println!("inspect it again with: target/release/mtrec stats {}", prepared.display());
+    println!(
+        "inspect it again with: cargo run --release -p mtrec-cli -- stats {}",
+        prepared.display()
+    );
     Ok(())
 }

@@ -36,16 +36,23 @@ pub fn files_of(dataset: &str) -> Result<[String; 2]> {
         "books" => "Books",
         other => bail!("unknown dataset '{other}' (expected electronics or books)"),
     };
-    Ok([format!("reviews_{cat}_5.json.gz"), format!("meta_{cat}.json.gz")])
+    Ok([
+        format!("reviews_{cat}_5.json.gz"),
+        format!("meta_{cat}.json.gz"),
+    ])
 }
 
 pub fn run(args: DownloadArgs) -> Result<()> {
     let files = files_of(&args.dataset)?;
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     for name in &files {
         let target = args.dir.join(name);
         if target.exists() && !args.force {
-            tracing::info!("{} is present (use --force to fetch it again)", target.display());
+            tracing::info!(
+                "{} is present (use --force to fetch it again)",
+                target.display()
+            );
             continue;
         }
         let url = format!("{}/{}", args.base_url.trim_end_matches('/'), name);
@@ -65,7 +72,11 @@ pub fn run(args: DownloadArgs) -> Result<()> {
         std::fs::rename(&partial, &target)
             .with_context(|| format!("renaming into {}", target.display()))?;
         let sha = mtrec_data::io::sha256_file(&target)?;
-        tracing::info!("{} ({} bytes, sha256 {sha})", target.display(), std::fs::metadata(&target)?.len());
+        tracing::info!(
+            "{} ({} bytes, sha256 {sha})",
+            target.display(),
+            std::fs::metadata(&target)?.len()
+        );
     }
     println!(
         "done; prepare with:\n  mtrec prepare --format amazon-json {} {} --out data/prepared/{}",
@@ -82,7 +93,9 @@ fn verify_gzip(path: &Path) -> Result<()> {
     let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f));
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = dec.read(&mut buf).context("gzip stream is corrupt or truncated")?;
+        let n = dec
+            .read(&mut buf)
+            .context("gzip stream is corrupt or truncated")?;
         if n == 0 {
             return Ok(());
         }

@@ -12,12 +12,17 @@ use mtrec_data::{
 
 mod download;
 mod progress;
+mod synth;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "mtrec", version, about = "MTRec: reward-aligned recommendation (NeurIPS 2025), in Rust")]
+#[command(
+    name = "mtrec",
+    version,
+    about = "MTRec: reward-aligned recommendation (NeurIPS 2025), in Rust"
+)]
 struct Cli {
     /// Log filter (tracing syntax), e.g. `debug` or `mtrec_data=debug`; also read from RUST_LOG.
     #[arg(long, global = true, default_value = "info")]
@@ -29,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Read raw logs and write a prepared dataset (ids, order, negatives, split, provenance).
-    Prepare(PrepareArgs),
+    Prepare(Box<PrepareArgs>),
     /// Print the statistics of a prepared dataset.
     Stats {
         /// The prepared dataset folder.
@@ -40,6 +45,8 @@ enum Command {
     },
     /// Opt-in: download the raw Amazon 2014 Electronics or Books files (needs internet and curl).
     Download(download::DownloadArgs),
+    /// Generate a simulated world with ground-truth mental rewards (log + hidden truth).
+    Synth(synth::SynthArgs),
 }
 
 #[derive(Args)]
@@ -116,7 +123,10 @@ fn prepare(args: PrepareArgs) -> Result<()> {
         cfg.negatives = n.parse::<NegativeRule>()?;
     }
     if args.out.exists() && !args.force {
-        bail!("{} already exists (pass --force to replace it)", args.out.display());
+        bail!(
+            "{} already exists (pass --force to replace it)",
+            args.out.display()
+        );
     }
     let read_opts = ReadOptions {
         category_rule: args.category_rule.parse::<CategoryRule>()?,
@@ -128,7 +138,10 @@ fn prepare(args: PrepareArgs) -> Result<()> {
         },
     };
     let start = Instant::now();
-    let spinner = progress::spinner(format!("reading and preparing {} input(s) as {format}", args.inputs.len()));
+    let spinner = progress::spinner(format!(
+        "reading and preparing {} input(s) as {format}",
+        args.inputs.len()
+    ));
     let ds = prepare_files(format, &args.inputs, &read_opts, &cfg);
     spinner.finish_and_clear();
     let ds = ds?;
@@ -165,15 +178,18 @@ fn main() {
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let result = match cli.command {
-        Command::Prepare(a) => prepare(a),
+        Command::Prepare(a) => prepare(*a),
         Command::Stats { dir, json } => stats(dir, json),
         Command::Download(a) => download::run(a),
+        Command::Synth(a) => synth::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

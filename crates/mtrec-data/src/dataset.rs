@@ -103,7 +103,10 @@ impl PreparedDataset {
         let bad = |m: String| DataError::Invalid(format!("inconsistent dataset: {m}"));
         let n_users = user_keys.len().saturating_sub(1);
         if offsets.len() != n_users + 2 || offsets.first() != Some(&0) || offsets[1] != 0 {
-            return Err(bad(format!("{} offsets for {n_users} users", offsets.len())));
+            return Err(bad(format!(
+                "{} offsets for {n_users} users",
+                offsets.len()
+            )));
         }
         if offsets.windows(2).any(|w| w[0] > w[1]) || offsets[n_users + 1] != items.len() {
             return Err(bad("offsets are not a partition of the interactions".into()));
@@ -116,7 +119,11 @@ impl PreparedDataset {
         }
         let n_items = item_keys.len().saturating_sub(1) as u32;
         let n_cats = category_keys.len().saturating_sub(1) as u32;
-        if let Some(i) = items.iter().chain(&negatives).find(|&&i| i == 0 || i > n_items) {
+        if let Some(i) = items
+            .iter()
+            .chain(&negatives)
+            .find(|&&i| i == 0 || i > n_items)
+        {
             return Err(bad(format!("item id {i} outside 1..={n_items}")));
         }
         if let Some(c) = item_category[1..].iter().find(|&&c| c == 0 || c > n_cats) {
@@ -251,10 +258,16 @@ impl PreparedDataset {
                 Column::new("user".into(), user_col),
                 Column::new("step".into(), step_col),
                 Column::new("item".into(), self.items.clone()),
-                Column::new("category".into(), self.items.iter().map(cat).collect::<Vec<_>>()),
+                Column::new(
+                    "category".into(),
+                    self.items.iter().map(cat).collect::<Vec<_>>(),
+                ),
                 Column::new("time".into(), self.times.clone()),
                 Column::new("negative".into(), self.negatives.clone()),
-                Column::new("negative_category".into(), self.negatives.iter().map(cat).collect::<Vec<_>>()),
+                Column::new(
+                    "negative_category".into(),
+                    self.negatives.iter().map(cat).collect::<Vec<_>>(),
+                ),
             ],
         )
         .ctx(|| "interactions frame".into())?;
@@ -269,7 +282,9 @@ impl PreparedDataset {
                 Column::new("test".into(), self.is_test[1..].to_vec()),
                 Column::new(
                     "length".into(),
-                    (1..=nu).map(|u| (self.offsets[u + 1] - self.offsets[u]) as u32).collect::<Vec<_>>(),
+                    (1..=nu)
+                        .map(|u| (self.offsets[u + 1] - self.offsets[u]) as u32)
+                        .collect::<Vec<_>>(),
                 ),
             ],
         )
@@ -332,7 +347,10 @@ impl PreparedDataset {
             v.extend(
                 users
                     .column("test")
-                    .and_then(|c| c.bool().map(|ca| ca.iter().map(|b| b.unwrap_or(false)).collect::<Vec<_>>()))
+                    .and_then(|c| {
+                        c.bool()
+                            .map(|ca| ca.iter().map(|b| b.unwrap_or(false)).collect::<Vec<_>>())
+                    })
                     .map_err(|e| err(format!("users.parquet: column 'test': {e}")))?,
             );
             v
@@ -352,7 +370,9 @@ impl PreparedDataset {
         for (row, (&u, &t)) in user_col.iter().zip(&step_col).enumerate() {
             let u = u as usize;
             if u == 0 || u > n_users {
-                return Err(err(format!("interactions row {row}: user id {u} outside 1..={n_users}")));
+                return Err(err(format!(
+                    "interactions row {row}: user id {u} outside 1..={n_users}"
+                )));
             }
             if t as usize != offsets[u + 1] {
                 return Err(err(format!(
@@ -448,10 +468,17 @@ impl std::fmt::Display for Stats {
             ("items", group(self.items)),
             ("interactions", group(self.interactions)),
             ("categories", group(self.categories)),
-            ("train / test users", format!("{} / {}", group(self.train_users), group(self.test_users))),
+            (
+                "train / test users",
+                format!("{} / {}", group(self.train_users), group(self.test_users)),
+            ),
             (
                 "train / test samples",
-                format!("{} / {}", group(self.train_samples), group(self.test_samples)),
+                format!(
+                    "{} / {}",
+                    group(self.train_samples),
+                    group(self.test_samples)
+                ),
             ),
             (
                 "sequence length",
@@ -506,7 +533,10 @@ fn with_padding(mut keys: Vec<String>) -> Vec<String> {
 
 fn strings(df: &DataFrame, name: &str, dir: &Path) -> Result<Vec<String>> {
     df.column(name)
-        .and_then(|c| c.str().map(|ca| ca.iter().map(|v| v.unwrap_or("").to_owned()).collect()))
+        .and_then(|c| {
+            c.str()
+                .map(|ca| ca.iter().map(|v| v.unwrap_or("").to_owned()).collect())
+        })
         .map_err(|e| DataError::prepared(dir, format!("column '{name}': {e}")))
 }
 
@@ -515,7 +545,10 @@ fn u32s(df: &DataFrame, name: &str, dir: &Path) -> Result<Vec<u32>> {
         .column(name)
         .map_err(|e| DataError::prepared(dir, format!("column '{name}': {e}")))?;
     if c.null_count() > 0 {
-        return Err(DataError::prepared(dir, format!("column '{name}' has missing values")));
+        return Err(DataError::prepared(
+            dir,
+            format!("column '{name}' has missing values"),
+        ));
     }
     c.u32()
         .map(|ca| ca.into_no_null_iter().collect())
@@ -526,7 +559,10 @@ fn u32s(df: &DataFrame, name: &str, dir: &Path) -> Result<Vec<u32>> {
 fn check_ids(df: &DataFrame, name: &str, dir: &Path) -> Result<()> {
     let ids = u32s(df, name, dir)?;
     if ids.iter().enumerate().any(|(i, &id)| id as usize != i + 1) {
-        return Err(DataError::prepared(dir, format!("{name} ids are not 1..={}", ids.len())));
+        return Err(DataError::prepared(
+            dir,
+            format!("{name} ids are not 1..={}", ids.len()),
+        ));
     }
     Ok(())
 }

@@ -133,10 +133,7 @@ impl Interactions {
             .ok()
             .and_then(|c| c.u64().ok().and_then(|ca| ca.get(row)))
             .unwrap_or(0);
-        (
-            self.sources.get(source).cloned().unwrap_or_default(),
-            line,
-        )
+        (self.sources.get(source).cloned().unwrap_or_default(), line)
     }
 }
 
@@ -153,7 +150,15 @@ pub struct RowsBuilder {
 
 impl RowsBuilder {
     /// Appends one interaction.
-    pub fn push(&mut self, user: &str, item: &str, category: &str, time: i64, source: u32, line: u64) {
+    pub fn push(
+        &mut self,
+        user: &str,
+        item: &str,
+        category: &str,
+        time: i64,
+        source: u32,
+        line: u64,
+    ) {
         self.user.push(user.to_owned());
         self.item.push(item.to_owned());
         self.category.push(category.to_owned());

@@ -18,7 +18,9 @@ pub fn is_gzip(path: &Path) -> Result<bool> {
     let mut magic = [0u8; 2];
     let mut got = 0;
     while got < 2 {
-        let n = f.read(&mut magic[got..]).map_err(|e| DataError::io(path, e))?;
+        let n = f
+            .read(&mut magic[got..])
+            .map_err(|e| DataError::io(path, e))?;
         if n == 0 {
             return Ok(false);
         }
@@ -43,12 +45,14 @@ pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead + Send>> {
 
 /// Turns an I/O error met while reading `path` into a [`DataError`], recognising gzip corruption.
 pub(crate) fn read_error(path: &Path, gz: bool, e: std::io::Error) -> DataError {
-    if gz && matches!(
-        e.kind(),
-        std::io::ErrorKind::InvalidInput
-            | std::io::ErrorKind::InvalidData
-            | std::io::ErrorKind::UnexpectedEof
-    ) {
+    if gz
+        && matches!(
+            e.kind(),
+            std::io::ErrorKind::InvalidInput
+                | std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    {
         DataError::Gzip {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -60,10 +64,7 @@ pub(crate) fn read_error(path: &Path, gz: bool, e: std::io::Error) -> DataError 
 
 /// Reads a text file (plain or gzip) line by line, calling `f(line_number, line)` with the line number
 /// 1-based and the line without its `\n` or `\r\n`. Stops at the first error `f` returns.
-pub fn for_each_line(
-    path: &Path,
-    mut f: impl FnMut(u64, &str) -> Result<()>,
-) -> Result<()> {
+pub fn for_each_line(path: &Path, mut f: impl FnMut(u64, &str) -> Result<()>) -> Result<()> {
     let gz = is_gzip(path)?;
     let mut reader = open_maybe_gz(path)?;
     let mut buf = Vec::with_capacity(4096);
@@ -115,8 +116,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(&dir)
         .map_err(|e| DataError::io(&dir, e))?;
     tmp.write_all(bytes).map_err(|e| DataError::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| DataError::io(path, e))?;
-    tmp.persist(path).map_err(|e| DataError::io(path, e.error))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| DataError::io(path, e))?;
+    tmp.persist(path)
+        .map_err(|e| DataError::io(path, e.error))?;
     Ok(())
 }
 
@@ -196,7 +200,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             seen,
-            vec![(1, "x".into()), (2, "y".into()), (3, "".into()), (4, "z".into())]
+            vec![
+                (1, "x".into()),
+                (2, "y".into()),
+                (3, "".into()),
+                (4, "z".into())
+            ]
         );
 
         let gz = dir.path().join("a.gz");

@@ -21,6 +21,7 @@ pub mod interactions;
 pub mod io;
 pub mod prepare;
 pub mod pylit;
+pub mod testing;
 
 use std::path::PathBuf;
 
@@ -57,11 +58,18 @@ pub fn prepare_files(
     // Hash the named files while reading; files a reader found by itself (an S3-Rec attribute file,
     // the files of a DIEN folder) are hashed afterwards.
     let named: Vec<PathBuf> = inputs.iter().filter(|p| p.is_file()).cloned().collect();
+    let start = std::time::Instant::now();
     let (table, prints) = rayon::join(
         || formats::read(format, inputs, read_opts),
         || fingerprint(&named),
     );
     let table = table?;
+    tracing::info!(
+        "read {} interactions in {:.2}s (inputs hashed alongside)",
+        table.len(),
+        start.elapsed().as_secs_f64()
+    );
+    let start = std::time::Instant::now();
     let mut prints = prints?;
     let extra: Vec<PathBuf> = table
         .sources()
@@ -71,6 +79,10 @@ pub fn prepare_files(
         .collect();
     prints.extend(fingerprint(&extra)?);
     let mut ds = prepare(&table, cfg, prints)?;
+    tracing::info!(
+        "ids, order, negatives and split in {:.2}s",
+        start.elapsed().as_secs_f64()
+    );
     if format == Format::AmazonJson {
         ds.manifest.rules.category_rule = Some(read_opts.category_rule);
     }

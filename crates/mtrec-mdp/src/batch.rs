@@ -159,9 +159,15 @@ impl<'a> Batcher<'a> {
         Ok(TransitionBatch {
             state: self.batch(&states, device)?,
             next: self.batch(&next, device)?,
-            actions: Tensor::from_vec(ts.iter().map(|t| t.action).collect::<Vec<_>>(), ts.len(), device)?,
+            actions: Tensor::from_vec(
+                ts.iter().map(|t| t.action).collect::<Vec<_>>(),
+                ts.len(),
+                device,
+            )?,
             done: Tensor::from_vec(
-                ts.iter().map(|t| if t.done { 1f32 } else { 0.0 }).collect::<Vec<_>>(),
+                ts.iter()
+                    .map(|t| if t.done { 1f32 } else { 0.0 })
+                    .collect::<Vec<_>>(),
                 ts.len(),
                 device,
             )?,

@@ -88,7 +88,13 @@ fn done_only_at_the_end_and_logged_next_states() {
             assert_eq!(*h.last().unwrap(), tr.state.item(&ds));
         }
         if !tr.state.positive {
-            assert_eq!(tr.next, State { positive: true, ..tr.state });
+            assert_eq!(
+                tr.next,
+                State {
+                    positive: true,
+                    ..tr.state
+                }
+            );
             assert!(!tr.done);
         }
     }
@@ -143,7 +149,9 @@ fn batches_are_padded_masked_and_aligned() {
 fn transition_batches_pair_states() {
     let ds = dataset(100);
     let ts = transitions(&ds, Split::Train);
-    let b = Batcher::new(&ds).transitions(&ts[..10], &Device::Cpu).unwrap();
+    let b = Batcher::new(&ds)
+        .transitions(&ts[..10], &Device::Cpu)
+        .unwrap();
     assert_eq!(b.state.size, 10);
     assert_eq!(b.next.size, 10);
     let actions = b.actions.to_vec1::<u32>().unwrap();

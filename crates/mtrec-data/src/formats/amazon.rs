@@ -84,15 +84,21 @@ pub fn read_amazon(inputs: &[PathBuf], rule: CategoryRule) -> Result<Interaction
     }
     let mut sources: Vec<PathBuf> = Vec::new();
     let mut frames = Vec::new();
+    let start = std::time::Instant::now();
     for path in &reviews {
         let idx = sources.len() as u32;
         sources.push((*path).clone());
         frames.push(read_reviews_file(path, idx)?);
     }
     let mut df = concat_frames(frames)?;
+    tracing::debug!("reviews parsed in {:.2}s", start.elapsed().as_secs_f64());
+    let start = std::time::Instant::now();
 
     let items: HashSet<String> = {
-        let ca = df.column(cols::ITEM).and_then(|c| c.str().cloned()).ctx(|| "asin column".into())?;
+        let ca = df
+            .column(cols::ITEM)
+            .and_then(|c| c.str().cloned())
+            .ctx(|| "asin column".into())?;
         ca.iter().flatten().map(str::to_owned).collect()
     };
     let mut category_of: HashMap<String, String> = HashMap::new();
@@ -100,8 +106,12 @@ pub fn read_amazon(inputs: &[PathBuf], rule: CategoryRule) -> Result<Interaction
         sources.push((*path).clone());
         read_meta_file(path, rule, &items, &mut category_of)?;
     }
+    tracing::debug!("meta parsed in {:.2}s", start.elapsed().as_secs_f64());
     if !meta.is_empty() {
-        let missing = items.iter().filter(|i| !category_of.contains_key(*i)).count();
+        let missing = items
+            .iter()
+            .filter(|i| !category_of.contains_key(*i))
+            .count();
         if missing > 0 {
             tracing::warn!(
                 "{missing} of {} reviewed items have no meta record or no category path; they get '{DEFAULT_CATEGORY}'",
@@ -112,7 +122,10 @@ pub fn read_amazon(inputs: &[PathBuf], rule: CategoryRule) -> Result<Interaction
         tracing::warn!("no meta file given: every item gets the category '{DEFAULT_CATEGORY}'");
     }
     let cats: Vec<&str> = {
-        let ca = df.column(cols::ITEM).and_then(|c| c.str()).ctx(|| "asin column".into())?;
+        let ca = df
+            .column(cols::ITEM)
+            .and_then(|c| c.str())
+            .ctx(|| "asin column".into())?;
         ca.iter()
             .map(|a| {
                 a.and_then(|a| category_of.get(a))
@@ -132,7 +145,8 @@ pub(crate) fn concat_frames(frames: Vec<DataFrame>) -> Result<DataFrame> {
         return Err(DataError::Invalid("no input file".into()));
     };
     for f in it {
-        df.vstack_mut_owned(f).ctx(|| "concatenating inputs".into())?;
+        df.vstack_mut_owned(f)
+            .ctx(|| "concatenating inputs".into())?;
     }
     df.rechunk_mut_par();
     Ok(df)
@@ -151,22 +165,17 @@ fn read_reviews_file(path: &Path, source: u32) -> Result<DataFrame> {
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + (1 << 20));
     let mut first_line = 1u64;
     let mut eof = false;
+    let (mut t_read, mut t_parse) = (0f64, 0f64);
     while !eof {
+        let t = std::time::Instant::now();
         // Fill up to CHUNK_BYTES, then cut after the last newline; the rest carries over.
-        let start = buf.len();
-        buf.resize(CHUNK_BYTES.max(start + (1 << 20)), 0);
-        let mut filled = start;
-        while filled < buf.len() {
-            let n = reader
-                .read(&mut buf[filled..])
-                .map_err(|e| read_error(path, gz, e))?;
-            if n == 0 {
-                eof = true;
-                break;
-            }
-            filled += n;
-        }
-        buf.truncate(filled);
+        let want = CHUNK_BYTES.saturating_sub(buf.len()).max(1 << 20) as u64;
+        let n = (&mut reader)
+            .take(want)
+            .read_to_end(&mut buf)
+            .map_err(|e| read_error(path, gz, e))?;
+        // `take` stops short of `want` only at the end of the input.
+        eof = (n as u64) < want;
         let cut = if eof {
             buf.len()
         } else {
@@ -175,15 +184,24 @@ fn read_reviews_file(path: &Path, source: u32) -> Result<DataFrame> {
                 None => continue, // one line longer than the chunk: read more
             }
         };
+        t_read += t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         let chunk = &buf[..cut];
         let lines_in_chunk = memchr::memchr_iter(b'\n', chunk).count() as u64
             + u64::from(eof && !chunk.is_empty() && chunk.last() != Some(&b'\n'));
         if !chunk.is_empty() {
-            frames.push(parse_review_chunk(path, chunk, first_line, source, &schema)?);
+            frames.push(parse_review_chunk(
+                path, chunk, first_line, source, &schema,
+            )?);
         }
         first_line += lines_in_chunk;
         buf.drain(..cut);
+        t_parse += t.elapsed().as_secs_f64();
     }
+    tracing::debug!(
+        "{}: reading {t_read:.2}s, parsing {t_parse:.2}s",
+        path.display()
+    );
     if frames.is_empty() {
         return Err(DataError::Empty {
             what: path.display().to_string(),
@@ -236,37 +254,47 @@ fn parse_review_part(
     schema: &Schema,
 ) -> Result<DataFrame> {
     // Line numbers of the lines polars will parse (it skips blank lines).
-    let mut line_numbers: Vec<u64> = Vec::new();
-    for (i, l) in part.split(|&b| b == b'\n').enumerate() {
-        if is_json_line(l) {
-            line_numbers.push(first_line + i as u64);
+    let mut line_numbers: Vec<u64> = Vec::with_capacity(part.len() / 512 + 1);
+    let mut start = 0usize;
+    let ends = memchr::memchr_iter(b'\n', part).chain(std::iter::once(part.len()));
+    for (line, end) in (first_line..).zip(ends) {
+        if is_json_line(&part[start..end]) {
+            line_numbers.push(line);
         }
+        start = end + 1;
     }
     let df = match parse_ndjson(part, Some(line_numbers.len()), schema, false) {
         Ok(df) => df,
-        Err(e) => return Err(locate_review_error(path, part, first_line).unwrap_or_else(|| {
-            DataError::polars(format!("{}: lines {first_line}..", path.display()), e)
-        })),
+        Err(e) => {
+            return Err(
+                locate_review_error(path, part, first_line).unwrap_or_else(|| {
+                    DataError::polars(format!("{}: lines {first_line}..", path.display()), e)
+                }),
+            )
+        }
     };
-    if df.height() != line_numbers.len()
-        || df.columns().iter().any(|c| c.null_count() > 0)
-    {
-        return Err(locate_review_error(path, part, first_line).unwrap_or_else(|| {
-            DataError::Invalid(format!(
-                "{}: lines {first_line}..: polars read {} rows from {} lines",
-                path.display(),
-                df.height(),
-                line_numbers.len()
-            ))
-        }));
+    if df.height() != line_numbers.len() || df.columns().iter().any(|c| c.null_count() > 0) {
+        return Err(
+            locate_review_error(path, part, first_line).unwrap_or_else(|| {
+                DataError::Invalid(format!(
+                    "{}: lines {first_line}..: polars read {} rows from {} lines",
+                    path.display(),
+                    df.height(),
+                    line_numbers.len()
+                ))
+            }),
+        );
     }
     let h = df.height();
     let mut out = df
         .select([F_USER, F_ITEM, F_TIME].map(PlSmallStr::from_str))
         .ctx(|| "reviews".into())?;
-    out.rename(F_USER, cols::USER.into()).ctx(|| "rename".into())?;
-    out.rename(F_ITEM, cols::ITEM.into()).ctx(|| "rename".into())?;
-    out.rename(F_TIME, cols::TIME.into()).ctx(|| "rename".into())?;
+    out.rename(F_USER, cols::USER.into())
+        .ctx(|| "rename".into())?;
+    out.rename(F_ITEM, cols::ITEM.into())
+        .ctx(|| "rename".into())?;
+    out.rename(F_TIME, cols::TIME.into())
+        .ctx(|| "rename".into())?;
     out.with_column(Column::new(cols::SOURCE.into(), vec![source; h]))
         .ctx(|| "source".into())?;
     out.with_column(Column::new(cols::LINE.into(), line_numbers))
@@ -283,7 +311,14 @@ fn locate_review_error(path: &Path, part: &[u8], first_line: u64) -> Option<Data
         let line = first_line + i as u64;
         let value: serde_json::Value = match serde_json::from_slice(l) {
             Ok(v) => v,
-            Err(e) => return Some(DataError::parse(path, line, None, format!("malformed JSON: {e}"))),
+            Err(e) => {
+                return Some(DataError::parse(
+                    path,
+                    line,
+                    None,
+                    format!("malformed JSON: {e}"),
+                ))
+            }
         };
         let Some(obj) = value.as_object() else {
             return Some(DataError::parse(path, line, None, "expected a JSON object"));

@@ -35,7 +35,11 @@ pub fn read_dien(inputs: &[PathBuf]) -> Result<Interactions> {
     let named = |n: &str| -> Vec<PathBuf> {
         files
             .iter()
-            .filter(|f| f.file_name().map(|x| x.to_string_lossy().starts_with(n)).unwrap_or(false))
+            .filter(|f| {
+                f.file_name()
+                    .map(|x| x.to_string_lossy().starts_with(n))
+                    .unwrap_or(false)
+            })
             .cloned()
             .collect()
     };
@@ -58,14 +62,24 @@ pub fn read_dien(inputs: &[PathBuf]) -> Result<Interactions> {
     }
 }
 
-fn split_fields<'a>(path: &Path, line: u64, text: &'a str, n: usize, names: &[&str]) -> Result<Vec<&'a str>> {
+fn split_fields<'a>(
+    path: &Path,
+    line: u64,
+    text: &'a str,
+    n: usize,
+    names: &[&str],
+) -> Result<Vec<&'a str>> {
     let fields: Vec<&str> = text.split('\t').collect();
     if fields.len() < n {
         return Err(DataError::parse(
             path,
             line,
             names.get(fields.len()).copied(),
-            format!("expected {n} tab-separated fields ({}), found {}", names.join(", "), fields.len()),
+            format!(
+                "expected {n} tab-separated fields ({}), found {}",
+                names.join(", "),
+                fields.len()
+            ),
         ));
     }
     Ok(fields)
@@ -91,7 +105,12 @@ fn read_reviews_info(reviews: &[PathBuf], item_info: &[PathBuf]) -> Result<Inter
             }
             let f = split_fields(path, line, text, 4, &names)?;
             let time: i64 = f[3].trim().parse().map_err(|_| {
-                DataError::parse(path, line, Some("unixtime"), format!("not an integer: '{}'", f[3]))
+                DataError::parse(
+                    path,
+                    line,
+                    Some("unixtime"),
+                    format!("not an integer: '{}'", f[3]),
+                )
             })?;
             for (value, field) in [(f[0], "reviewerID"), (f[1], "asin")] {
                 if value.is_empty() {
@@ -116,13 +135,18 @@ fn read_reviews_info(reviews: &[PathBuf], item_info: &[PathBuf]) -> Result<Inter
                 return Ok(());
             }
             let f = split_fields(path, line, text, 2, &["asin", "category"])?;
-            category_of.entry(f[0].to_owned()).or_insert_with(|| f[1].to_owned());
+            category_of
+                .entry(f[0].to_owned())
+                .or_insert_with(|| f[1].to_owned());
             Ok(())
         })?;
     }
     let mut rows = RowsBuilder::default();
     for r in &raw {
-        let cat = category_of.get(&r.item).map(String::as_str).unwrap_or(DEFAULT_CATEGORY);
+        let cat = category_of
+            .get(&r.item)
+            .map(String::as_str)
+            .unwrap_or(DEFAULT_CATEGORY);
         rows.push(&r.user, &r.item, cat, r.time, r.source, r.line);
     }
     rows.finish(sources, "dien")
@@ -163,7 +187,11 @@ fn read_samples(samples: &[PathBuf]) -> Result<Interactions> {
                     path,
                     line,
                     Some("hist_cats"),
-                    format!("{} history items but {} history categories", mids.len(), cats.len()),
+                    format!(
+                        "{} history items but {} history categories",
+                        mids.len(),
+                        cats.len()
+                    ),
                 ));
             }
             let mut seq: Vec<(String, String)> = mids

@@ -68,7 +68,11 @@ impl std::str::FromStr for Format {
             .ok_or_else(|| {
                 DataError::Invalid(format!(
                     "unknown format '{s}'; expected one of: {}",
-                    Format::ALL.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
+                    Format::ALL
+                        .iter()
+                        .map(|(_, n)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })
     }
@@ -108,7 +112,9 @@ pub fn read(format: Format, inputs: &[PathBuf], opts: &ReadOptions) -> Result<In
     let _span = tracing::info_span!("read", format = format.name()).entered();
     match format {
         Format::AmazonJson => amazon::read_amazon(inputs, opts.category_rule),
-        Format::DinCsv => table::read_table(inputs, table::TableKind::Csv, &ColumnMap::din(), "din-csv"),
+        Format::DinCsv => {
+            table::read_table(inputs, table::TableKind::Csv, &ColumnMap::din(), "din-csv")
+        }
         Format::Dien => dien::read_dien(inputs),
         Format::S3rec => s3rec::read_s3rec(inputs),
         Format::Csv => table::read_table(inputs, table::TableKind::Csv, &opts.columns, "csv"),

@@ -20,7 +20,9 @@ pub fn read_s3rec(inputs: &[PathBuf]) -> Result<Interactions> {
             .unwrap_or(false)
     });
     if seqs.is_empty() {
-        return Err(DataError::Invalid("s3rec: no sequence file (<DS>.txt) among the inputs".into()));
+        return Err(DataError::Invalid(
+            "s3rec: no sequence file (<DS>.txt) among the inputs".into(),
+        ));
     }
     let mut sources: Vec<PathBuf> = Vec::new();
     let mut rows = RowsBuilder::default();
@@ -62,7 +64,12 @@ pub fn read_s3rec(inputs: &[PathBuf]) -> Result<Interactions> {
                 n += 1;
             }
             if n == 0 {
-                return Err(DataError::parse(seq_path, line, Some("items"), "user line without items"));
+                return Err(DataError::parse(
+                    seq_path,
+                    line,
+                    Some("items"),
+                    "user line without items",
+                ));
             }
             Ok(())
         })?;
@@ -90,9 +97,15 @@ fn beside(seq_path: &Path) -> Result<PathBuf> {
 
 fn read_attributes(path: &Path) -> Result<HashMap<String, String>> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let raw: HashMap<String, Vec<serde_json::Value>> = serde_json::from_slice(&bytes).map_err(|e| {
-        DataError::parse(path, e.line() as u64, None, format!("expected {{\"item\": [attribute ids]}}: {e}"))
-    })?;
+    let raw: HashMap<String, Vec<serde_json::Value>> =
+        serde_json::from_slice(&bytes).map_err(|e| {
+            DataError::parse(
+                path,
+                e.line() as u64,
+                None,
+                format!("expected {{\"item\": [attribute ids]}}: {e}"),
+            )
+        })?;
     raw.into_iter()
         .map(|(item, attrs)| {
             let cat = match attrs.last() {

@@ -4,8 +4,8 @@
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
-use polars::prelude::*;
 use polars::chunked_array::cast::CastOptions;
+use polars::prelude::*;
 
 use crate::error::{DataError, PolarsContext, Result};
 use crate::interactions::{cols, Interactions, DEFAULT_CATEGORY};
@@ -138,10 +138,28 @@ fn cast(path: &Path, c: &Column, to: &DataType, name: &str, first_line: u64) -> 
     Ok(out)
 }
 
-fn canonical(path: &Path, df: DataFrame, map: &ColumnMap, source: u32, first: u64) -> Result<DataFrame> {
+fn canonical(
+    path: &Path,
+    df: DataFrame,
+    map: &ColumnMap,
+    source: u32,
+    first: u64,
+) -> Result<DataFrame> {
     let h = df.height();
-    let user = cast(path, get(path, &df, &map.user)?, &DataType::String, &map.user, first)?;
-    let item = cast(path, get(path, &df, &map.item)?, &DataType::String, &map.item, first)?;
+    let user = cast(
+        path,
+        get(path, &df, &map.user)?,
+        &DataType::String,
+        &map.user,
+        first,
+    )?;
+    let item = cast(
+        path,
+        get(path, &df, &map.item)?,
+        &DataType::String,
+        &map.item,
+        first,
+    )?;
     let category = match &map.category {
         Some(c) => cast(path, get(path, &df, c)?, &DataType::String, c, first)?,
         None => Column::new(cols::CATEGORY.into(), vec![DEFAULT_CATEGORY; h]),
@@ -158,8 +176,17 @@ fn canonical(path: &Path, df: DataFrame, map: &ColumnMap, source: u32, first: u6
         (&time, map.time.as_deref().unwrap_or(cols::TIME)),
     ] {
         if c.null_count() > 0 {
-            let row = c.is_null().iter().position(|v| v == Some(true)).unwrap_or(0);
-            return Err(DataError::parse(path, row as u64 + first, Some(name), "missing value"));
+            let row = c
+                .is_null()
+                .iter()
+                .position(|v| v == Some(true))
+                .unwrap_or(0);
+            return Err(DataError::parse(
+                path,
+                row as u64 + first,
+                Some(name),
+                "missing value",
+            ));
         }
     }
     DataFrame::new(
@@ -170,7 +197,10 @@ fn canonical(path: &Path, df: DataFrame, map: &ColumnMap, source: u32, first: u6
             category.with_name(cols::CATEGORY.into()),
             time.with_name(cols::TIME.into()),
             Column::new(cols::SOURCE.into(), vec![source; h]),
-            Column::new(cols::LINE.into(), (first..first + h as u64).collect::<Vec<_>>()),
+            Column::new(
+                cols::LINE.into(),
+                (first..first + h as u64).collect::<Vec<_>>(),
+            ),
         ],
     )
     .ctx(|| "canonical table".into())
