@@ -1,7 +1,6 @@
 //! `cargo xtask`: project automation in Rust (see `cargo xtask --help`).
 //!
-//! - `quickstart`: generates a small Amazon-2014-format log and runs `mtrec prepare` and `mtrec stats`
-//!   on it, all offline;
+//! - `quickstart`: the main job on the embedded default data (the simulator's small presets), offline;
 //! - `bench-prepare`: the ingestion benchmark of the README (Electronics-scale raw files, our
 //!   `mtrec prepare` beside a pandas implementation of the same steps);
 //! - `bench-batch`: samples/s of the MDP batcher on a prepared dataset;
@@ -28,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Generate a small raw Amazon-format log, prepare it and print its statistics (offline).
+    /// The main job on the embedded default data (offline): the simulator's electronics-small and
+    /// books-small worlds, prepared, with their statistics and ground truth.
     Quickstart {
         /// Where the generated log and the prepared dataset go.
         #[arg(long, default_value = "runs/quickstart")]
@@ -121,24 +121,44 @@ pub fn prepare_amazon(
     Ok(ds)
 }
 
+/// The README's main job on the embedded default data: the simulator's `electronics-small` and
+/// `books-small` worlds, each prepared like a real log, with their statistics and ground truth.
 fn quickstart(dir: &Path, seed: u64) -> Result<()> {
-    let raw = dir.join("raw");
-    let mut cfg = gen_amazon::GenConfig::small();
-    cfg.seed = seed;
-    let g = gen_amazon::generate(&cfg, &raw, "Synthetic")?;
-    tracing::info!(
-        "generated {} reviews of {} items in {}",
-        g.reviews,
-        g.meta_lines,
-        raw.display()
-    );
-    let prepared = dir.join("prepared");
-    let ds = prepare_amazon(&[g.reviews_path, g.meta_path], &prepared, seed)?;
-    print!("{}", ds.stats());
-    println!("\nprepared dataset: {}", prepared.display());
+    for preset in ["electronics-small", "books-small"] {
+        let cfg = mtrec_synth::SynthConfig::preset(preset, seed)?;
+        let world_dir = dir.join(preset).join("world");
+        let (world, _) = mtrec_synth::synthesize(&cfg, &world_dir, true)?;
+        let truth = world.summary();
+        let prepared = dir.join(preset).join("prepared");
+        let prep = mtrec_data::PrepareConfig {
+            seed,
+            ..mtrec_data::PrepareConfig::default()
+        };
+        let ds = mtrec_data::prepare_files(
+            mtrec_data::Format::Csv,
+            &[world_dir.join(mtrec_synth::files::INTERACTIONS)],
+            &mtrec_data::ReadOptions::default(),
+            &prep,
+        )?;
+        ds.save(&prepared, true)?;
+        println!("== {preset} (seed {seed}) ==");
+        print!("{}", ds.stats());
+        println!(
+            "{:<22}{:.1}% of engagements satisfied, mean true reward {:.3}",
+            "ground truth",
+            100.0 * truth.satisfied_share,
+            truth.mean_true_reward
+        );
+        println!(
+            "{:<22}{}\n{:<22}{}\n",
+            "world",
+            world_dir.display(),
+            "prepared",
+            prepared.display()
+        );
+    }
     println!(
-        "inspect it again with: cargo run --release -p mtrec-cli -- stats {}",
-        prepared.display()
+        "inspect a dataset again with: cargo run --release -p mtrec-cli -- stats <prepared folder>"
     );
     Ok(())
 }
