@@ -38,7 +38,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         let s = start.elapsed().as_secs_f64();
         println!(
-            "samples, {name:<15} {:>12.0} samples/s ({s:.2} s per epoch)",
+            "{:<13}{name:<16}{:>12.0} per second ({s:.2} s per epoch)",
+            "samples",
             train.len() as f64 / s
         );
         let start = Instant::now();
@@ -50,7 +51,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         let s = start.elapsed().as_secs_f64();
         println!(
-            "transitions, {name:<11} {:>12.0} transitions/s ({s:.2} s per epoch)",
+            "{:<13}{name:<16}{:>12.0} per second ({s:.2} s per epoch)",
+            "transitions",
             trans.len() as f64 / s
         );
     }
