@@ -2,25 +2,12 @@
 //! absent (a user's clone); CI has it.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn mtrec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mtrec"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running mtrec")
-}
+mod common;
+use common::{mtrec, text};
 
 use mtrec_data::testing::shared_path as shared;
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn stats_of(dir: &Path) -> serde_json::Value {
     let o = mtrec(&["stats", "--json", dir.to_str().unwrap()]);

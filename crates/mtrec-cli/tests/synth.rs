@@ -1,22 +1,7 @@
 //! `mtrec synth` as a user runs it, then `mtrec prepare` on what it wrote.
-
-use std::process::{Command, Output};
-
-fn mtrec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mtrec"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running mtrec")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{mtrec, text};
+use std::process::Command;
 
 #[test]
 fn synth_writes_a_world_that_prepare_reads() {
