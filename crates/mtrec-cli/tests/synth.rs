@@ -1,4 +1,5 @@
 //! `mtrec synth` as a user runs it, then `mtrec prepare` on what it wrote.
+
 mod common;
 use common::{mtrec, text};
 use std::process::Command;
