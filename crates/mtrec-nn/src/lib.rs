@@ -1,0 +1,47 @@
+//! Shared neural building blocks of MTRec's recommendation backbones, on candle 0.11.
+//!
+//! The blocks follow the official reference codes distilled in `specs/backbones.md`:
+//!
+//! * **DIN**: G. Zhou et al., "Deep Interest Network for Click-Through Rate Prediction", KDD 2018
+//!   (`zhougr1993/DeepInterestNetwork`): the local activation unit ([`DinAttention`]) and the
+//!   data-adaptive activation [`Dice`].
+//! * **DIEN**: G. Zhou et al., "Deep Interest Evolution Network for Click-Through Rate Prediction",
+//!   AAAI 2019 (`mouna99/dien`, `script/utils.py::din_attention`, `dice`, `model.py::build_fcn_net`):
+//!   softmax-normalised attention with a `-2^32+1` fill, Dice with batch statistics.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`embedding`] | [`Embedding`] with id 0 = padding; [`masked_sum`], [`masked_mean`] pooling |
+//! | [`mlp`] | [`Mlp`] builder, [`Activation`] enum, last-dimension [`PRelu`], [`Dice`] |
+//! | [`norm`] | differentiable [`LayerNorm`], [`softmax`], [`masked_softmax`] |
+//! | [`attention`] | [`DinAttention`], DIN's local activation unit |
+//! | [`testing`] | finite-difference gradient checker and an every-Var-gets-a-gradient check |
+//!
+//! Conventions: every `forward` returns `candle_core::Result<Tensor>`; constructors take a
+//! [`candle_nn::VarBuilder`] and name their parameters with `vb.pp("...")`; masks are float tensors
+//! (1 = real item, 0 = padding) of the model's dtype or any float dtype (they are cast).
+//!
+//! # candle pitfalls avoided (see `specs/backbones.md` §3 and `specs/rust-stack.md` §3)
+//!
+//! * `candle_nn::LayerNorm`, `ops::layer_norm`, `ops::rms_norm` and `ops::softmax_last_dim` are
+//!   built with `apply_op*_no_bwd`: their output is silently detached from the graph (candle
+//!   issue #3011). [`LayerNorm`] uses `ops::layer_norm_slow` (composed from differentiable ops) and
+//!   [`softmax`] uses `ops::softmax(x, D::Minus1)`. The tests check every parameter gets a gradient.
+//! * `candle_nn::PReLU` broadcasts its slopes over dimension 1, which is wrong for `[B, T, C]`;
+//!   [`PRelu`] broadcasts over the last dimension.
+//! * A `-inf` fill makes an all-masked softmax row NaN; [`masked_softmax`] fills with `-1e9` (and
+//!   [`DinAttention`] with DIEN's `-2^32+1`), so an empty history gives finite (uniform) weights.
+//! * `where_cond` does not broadcast: the fill tensor is built at the scores' shape.
+//! * A mean over an all-zero mask divides by zero: [`masked_mean`] divides by `max(Σmask, 1e-12)`.
+
+pub mod attention;
+pub mod embedding;
+pub mod mlp;
+pub mod norm;
+#[doc(hidden)]
+pub mod testing;
+
+pub use attention::{AttentionNorm, DinAttention, DinAttentionConfig};
+pub use embedding::{masked_mean, masked_sum, Embedding, EmbeddingConfig};
+pub use mlp::{Activation, Dice, DiceNorm, Mlp, MlpConfig, PRelu};
+pub use norm::{masked_softmax, masked_softmax_with_fill, softmax, LayerNorm};

@@ -1,0 +1,68 @@
+//! Differentiable layer normalisation and (masked) softmax.
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+/// Layer normalisation over the last dimension that **passes gradients**:
+/// `(x − mean) / sqrt(var + eps) ⊙ weight + bias` (biased variance, like PyTorch and TF).
+///
+/// Built on `candle_nn::ops::layer_norm_slow` (composed from differentiable ops), never on
+/// `candle_nn::LayerNorm` / `ops::layer_norm`, whose fused kernel has no backward and silently
+/// detaches its output. Parameters: `weight` (init 1) and `bias` (init 0), `[C]`.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(dim, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias, eps })
+    }
+
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+    }
+}
+
+impl candle_core::Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        LayerNorm::forward(self, xs)
+    }
+}
+
+/// Softmax over the last dimension via `candle_nn::ops::softmax(x, D::Minus1)`, which is composed
+/// from differentiable ops (`ops::softmax_last_dim` has no backward).
+pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax(x, D::Minus1)
+}
+
+/// Softmax over the last dimension where positions with `mask == 0` get the score `-1e9` first.
+/// `mask` has `scores`' shape (any float or integer dtype). An all-masked row gives uniform, finite
+/// weights (never NaN); multiply by the mask afterwards if you need zeros there.
+pub fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    masked_softmax_with_fill(scores, mask, -1e9)
+}
+
+/// [`masked_softmax`] with a chosen fill value (DIEN / DIN reference codes: `-2^32 + 1`).
+pub fn masked_softmax_with_fill(scores: &Tensor, mask: &Tensor, fill: f64) -> Result<Tensor> {
+    if mask.dims() != scores.dims() {
+        candle_core::bail!(
+            "masked_softmax: mask {:?} and scores {:?} differ",
+            mask.dims(),
+            scores.dims()
+        );
+    }
+    let keep = mask.ne(0.0)?;
+    // where_cond does not broadcast: build the fill at the scores' shape.
+    let fill = Tensor::full(fill, scores.shape(), scores.device())?.to_dtype(scores.dtype())?;
+    let filled = keep.where_cond(scores, &fill)?;
+    softmax(&filled)
+}
