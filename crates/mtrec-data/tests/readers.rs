@@ -25,6 +25,11 @@ fn amazon_inputs() -> Vec<PathBuf> {
     ]
 }
 
+/// The own Amazon fixture, prepared.
+fn toy(opts: &ReadOptions, cfg: &PrepareConfig) -> mtrec_data::PreparedDataset {
+    prepare_files(Format::AmazonJson, &amazon_inputs(), opts, cfg).unwrap()
+}
+
 fn categories(ds: &mtrec_data::PreparedDataset) -> HashMap<String, String> {
     (1..=ds.n_items())
         .map(|i| {
@@ -38,13 +43,7 @@ fn categories(ds: &mtrec_data::PreparedDataset) -> HashMap<String, String> {
 
 #[test]
 fn amazon_json_with_python_literal_meta_and_both_category_rules() {
-    let din = prepare_files(
-        Format::AmazonJson,
-        &amazon_inputs(),
-        &ReadOptions::default(),
-        &PrepareConfig::default(),
-    )
-    .unwrap();
+    let din = toy(&ReadOptions::default(), &PrepareConfig::default());
     assert_eq!(din.n_users(), 8);
     assert_eq!(din.n_interactions(), 47);
     let cats = categories(&din);
@@ -63,13 +62,7 @@ fn amazon_json_with_python_literal_meta_and_both_category_rules() {
         category_rule: CategoryRule::LastOfFirst,
         ..ReadOptions::default()
     };
-    let dien = prepare_files(
-        Format::AmazonJson,
-        &amazon_inputs(),
-        &opts,
-        &PrepareConfig::default(),
-    )
-    .unwrap();
+    let dien = toy(&opts, &PrepareConfig::default());
     let cats = categories(&dien);
     assert_eq!(cats["B000TOY001"], "Tablets");
     assert_eq!(cats["B000TOY004"], "Cameras");
@@ -129,13 +122,7 @@ fn gzip_inputs_read_like_plain_ones() {
         gz_inputs.push(out);
     }
     let cfg = PrepareConfig::default();
-    let a = prepare_files(
-        Format::AmazonJson,
-        &amazon_inputs(),
-        &ReadOptions::default(),
-        &cfg,
-    )
-    .unwrap();
+    let a = toy(&ReadOptions::default(), &cfg);
     let b = prepare_files(
         Format::AmazonJson,
         &gz_inputs,
@@ -475,13 +462,7 @@ fn s3rec_unknown_item_is_named() {
 #[test]
 fn prepared_dataset_round_trips_and_writes_nothing_on_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let ds = prepare_files(
-        Format::AmazonJson,
-        &amazon_inputs(),
-        &ReadOptions::default(),
-        &PrepareConfig::default(),
-    )
-    .unwrap();
+    let ds = toy(&ReadOptions::default(), &PrepareConfig::default());
     let out = dir.path().join("prepared");
     ds.save(&out, false).unwrap();
     let back = mtrec_data::PreparedDataset::load(&out).unwrap();
@@ -503,28 +484,10 @@ fn prepared_dataset_round_trips_and_writes_nothing_on_failure() {
 #[test]
 fn same_seed_same_dataset_other_seed_other_negatives() {
     let cfg = PrepareConfig::default();
-    let a = prepare_files(
-        Format::AmazonJson,
-        &amazon_inputs(),
-        &ReadOptions::default(),
-        &cfg,
-    )
-    .unwrap();
-    let b = prepare_files(
-        Format::AmazonJson,
-        &amazon_inputs(),
-        &ReadOptions::default(),
-        &cfg,
-    )
-    .unwrap();
+    let a = toy(&ReadOptions::default(), &cfg);
+    let b = toy(&ReadOptions::default(), &cfg);
     assert_eq!(a.flat_negatives(), b.flat_negatives());
-    let c = prepare_files(
-        Format::AmazonJson,
-        &amazon_inputs(),
-        &ReadOptions::default(),
-        &PrepareConfig { seed: 99, ..cfg },
-    )
-    .unwrap();
+    let c = toy(&ReadOptions::default(), &PrepareConfig { seed: 99, ..cfg });
     assert_ne!(a.flat_negatives(), c.flat_negatives());
 }
 
@@ -534,13 +497,7 @@ fn popularity_negatives_avoid_only_the_step_positive() {
         negatives: mtrec_data::NegativeRule::Popularity,
         ..PrepareConfig::default()
     };
-    let ds = prepare_files(
-        Format::AmazonJson,
-        &amazon_inputs(),
-        &ReadOptions::default(),
-        &cfg,
-    )
-    .unwrap();
+    let ds = toy(&ReadOptions::default(), &cfg);
     for (p, n) in ds.flat_items().iter().zip(ds.flat_negatives()) {
         assert_ne!(p, n);
     }
