@@ -180,8 +180,10 @@ pub fn prepare(
         .column(cols::LINE)
         .and_then(|c| c.u64().map(|ca| ca.into_no_null_iter().collect()))
         .ctx(|| "line".into())?;
-    // (source, line) is unique, so an unstable sort on the full key is deterministic and stable in
-    // effect; a parallel sort of row indices is several times faster than a multi-column frame sort.
+    // The full key is unique (a file and line name one row; readers that emit several rows from one
+    // line, S3-Rec and DIEN samples, give them distinct times), so an unstable sort on it is
+    // deterministic and stable in effect; a parallel sort of row indices is several times faster
+    // than a multi-column frame sort.
     let mut perm: Vec<u32> = (0..n_rows as u32).collect();
     perm.par_sort_unstable_by_key(|&r| {
         let r = r as usize;
