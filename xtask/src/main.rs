@@ -4,10 +4,13 @@
 //! - `bench-prepare`: the ingestion benchmark of the README (Electronics-scale raw files, our
 //!   `mtrec prepare` beside a pandas implementation of the same steps);
 //! - `bench-batch`: samples/s of the MDP batcher on a prepared dataset;
+//! - `bench-train`: training samples/s of every backbone in candle beside the same model in
+//!   PyTorch (`xtask/bench/train_torch.py`);
 //! - `gen-amazon`: the raw-format generator behind the two above.
 
 mod bench_batch;
 mod bench_prepare;
+mod bench_train;
 mod gen_amazon;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +44,8 @@ enum Cmd {
     BenchPrepare(bench_prepare::Args),
     /// Time the MDP batcher on a prepared dataset (samples/s into padded tensors).
     BenchBatch(bench_batch::Args),
+    /// Training throughput (samples/s) of every backbone at batch 1024, candle beside PyTorch.
+    BenchTrain(bench_train::Args),
     /// Generate raw Amazon-2014-format files (reviews JSON lines + Python-literal meta).
     GenAmazon {
         /// small or electronics.
@@ -67,6 +72,7 @@ fn main() -> Result<()> {
         Cmd::Quickstart { dir, seed } => quickstart(&dir, seed),
         Cmd::BenchPrepare(args) => bench_prepare::run(args),
         Cmd::BenchBatch(args) => bench_batch::run(args),
+        Cmd::BenchTrain(args) => bench_train::run(args),
         Cmd::GenAmazon { scale, out, seed } => {
             let mut cfg = gen_config(&scale)?;
             cfg.seed = seed;

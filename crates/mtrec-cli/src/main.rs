@@ -12,7 +12,9 @@ use mtrec_data::{
 
 mod download;
 mod progress;
+mod reward;
 mod synth;
+mod train;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -47,6 +49,16 @@ enum Command {
     Download(download::DownloadArgs),
     /// Generate a simulated world with ground-truth mental rewards (log + hidden truth).
     Synth(synth::SynthArgs),
+    /// Train a recommender (L_CE + kappa L_Align) on a prepared dataset and evaluate it.
+    Train(Box<train::TrainArgs>),
+    /// Re-evaluate a trained run from its checkpoint (rewrites metrics.json).
+    Evaluate(train::EvaluateArgs),
+    /// List the backbones, or print one's default configuration.
+    Models(train::ModelsArgs),
+    /// Learn a mental reward model (QR-IQL or IQ-Learn) and patch every training sample's rewards.
+    FitReward(Box<reward::FitRewardArgs>),
+    /// Draw the paper's Figure 3 from a reward fit: reward by step, reward distributions.
+    InspectReward(reward::InspectRewardArgs),
 }
 
 #[derive(Args)]
@@ -190,6 +202,11 @@ fn main() {
         Command::Stats { dir, json } => stats(dir, json),
         Command::Download(a) => download::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Train(a) => train::train(*a),
+        Command::Evaluate(a) => train::evaluate(a),
+        Command::Models(a) => train::models(a),
+        Command::FitReward(a) => reward::fit(*a),
+        Command::InspectReward(a) => reward::inspect(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

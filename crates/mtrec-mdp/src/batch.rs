@@ -3,50 +3,9 @@
 
 use candle_core::{Device, Result, Tensor};
 use mtrec_data::PreparedDataset;
+pub use mtrec_nn::batch::{Align, Batch, HostBatch, Layout, PadPolicy};
 
 use crate::{State, Transition};
-
-/// How wide a batch's history tensors are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PadPolicy {
-    /// Always `max_history` columns (fixed shapes).
-    Fixed,
-    /// As many columns as the longest history in the batch (what DIN's and DIEN's input code does);
-    /// much less work when histories are short.
-    Longest,
-}
-
-/// Where a history sits inside its padded row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Align {
-    /// Oldest item in column 0, padding at the end (DIN, DIEN).
-    Left,
-    /// Most recent item in the last column, padding at the start (SASRec-style models).
-    Right,
-}
-
-/// Tensors of a batch of states. `B` = batch size, `T` = padded history length.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    /// `[B, T]` u32 item ids of the history, 0 = padding.
-    pub hist_items: Tensor,
-    /// `[B, T]` u32 category ids of the history, 0 = padding.
-    pub hist_cats: Tensor,
-    /// `[B, T]` f32, 1 for real history positions, 0 for padding.
-    pub mask: Tensor,
-    /// `[B]` u32 true history lengths (after the cap).
-    pub lengths: Tensor,
-    /// `[B]` u32 shown item ids.
-    pub target_items: Tensor,
-    /// `[B]` u32 shown item categories.
-    pub target_cats: Tensor,
-    /// `[B]` f32 labels: 1 for the logged positive, 0 for the negative.
-    pub labels: Tensor,
-    /// B.
-    pub size: usize,
-    /// T.
-    pub width: usize,
-}
 
 /// A batch of transitions: the states, the next states, the actions and the done flags.
 #[derive(Debug, Clone)]
@@ -77,6 +36,13 @@ impl<'a> Batcher<'a> {
             pad: PadPolicy::Longest,
             align: Align::Left,
         }
+    }
+
+    /// Takes cap, padding and alignment from a model's [`Layout`].
+    pub fn with_layout(self, layout: Layout) -> Self {
+        self.with_max_history(layout.max_history)
+            .with_pad(layout.pad)
+            .with_align(layout.align)
     }
 
     /// Overrides the history cap.
@@ -115,41 +81,42 @@ impl<'a> Batcher<'a> {
                 .max(1),
         };
         let cats = self.ds.item_category();
-        let mut hist_items = vec![0u32; b * width];
-        let mut hist_cats = vec![0u32; b * width];
-        let mut mask = vec![0f32; b * width];
-        let mut lengths = Vec::with_capacity(b);
-        let mut target_items = Vec::with_capacity(b);
-        let mut target_cats = Vec::with_capacity(b);
-        let mut labels = Vec::with_capacity(b);
+        let mut h = HostBatch {
+            users: Vec::with_capacity(b),
+            hist_items: vec![0u32; b * width],
+            hist_cats: vec![0u32; b * width],
+            hist_neg_items: vec![0u32; b * width],
+            hist_neg_cats: vec![0u32; b * width],
+            mask: vec![0f32; b * width],
+            lengths: Vec::with_capacity(b),
+            target_items: Vec::with_capacity(b),
+            target_cats: Vec::with_capacity(b),
+            labels: Vec::with_capacity(b),
+        };
         for (row, s) in states.iter().enumerate() {
             let hist = s.history(self.ds, self.max_history.min(width));
+            // The negatives logged at the same steps as the history items.
+            let t = s.step as usize;
+            let negs = &self.ds.negatives(s.user as usize)[t - hist.len()..t];
             let start = match self.align {
                 Align::Left => row * width,
                 Align::Right => row * width + width - hist.len(),
             };
-            hist_items[start..start + hist.len()].copy_from_slice(hist);
-            for (k, &it) in hist.iter().enumerate() {
-                hist_cats[start + k] = cats[it as usize];
-                mask[start + k] = 1.0;
+            h.hist_items[start..start + hist.len()].copy_from_slice(hist);
+            h.hist_neg_items[start..start + hist.len()].copy_from_slice(negs);
+            for (k, (&it, &neg)) in hist.iter().zip(negs).enumerate() {
+                h.hist_cats[start + k] = cats[it as usize];
+                h.hist_neg_cats[start + k] = cats[neg as usize];
+                h.mask[start + k] = 1.0;
             }
-            lengths.push(hist.len() as u32);
+            h.users.push(s.user);
+            h.lengths.push(hist.len() as u32);
             let item = s.item(self.ds);
-            target_items.push(item);
-            target_cats.push(cats[item as usize]);
-            labels.push(s.label() as f32);
+            h.target_items.push(item);
+            h.target_cats.push(cats[item as usize]);
+            h.labels.push(s.label() as f32);
         }
-        Ok(Batch {
-            hist_items: Tensor::from_vec(hist_items, (b, width), device)?,
-            hist_cats: Tensor::from_vec(hist_cats, (b, width), device)?,
-            mask: Tensor::from_vec(mask, (b, width), device)?,
-            lengths: Tensor::from_vec(lengths, b, device)?,
-            target_items: Tensor::from_vec(target_items, b, device)?,
-            target_cats: Tensor::from_vec(target_cats, b, device)?,
-            labels: Tensor::from_vec(labels, b, device)?,
-            size: b,
-            width,
-        })
+        h.to_device(width, self.align, device)
     }
 
     /// Tensors of a list of transitions.

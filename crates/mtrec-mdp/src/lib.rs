@@ -16,7 +16,7 @@
 
 mod batch;
 
-pub use batch::{Align, Batch, Batcher, PadPolicy, TransitionBatch};
+pub use batch::{Align, Batch, Batcher, HostBatch, Layout, PadPolicy, TransitionBatch};
 
 use mtrec_data::PreparedDataset;
 use rand::{Rng, SeedableRng};

@@ -117,8 +117,21 @@ fn batches_are_padded_masked_and_aligned() {
     let targets = left.target_items.to_vec1::<u32>().unwrap();
     let tcats = left.target_cats.to_vec1::<u32>().unwrap();
     let labels = left.labels.to_vec1::<f32>().unwrap();
+    let users = left.users.to_vec1::<u32>().unwrap();
+    let negs = left.hist_neg_items.to_vec2::<u32>().unwrap();
+    let neg_cats = left.hist_neg_cats.to_vec2::<u32>().unwrap();
     for (r, s) in pick.iter().enumerate() {
         let h = s.history(&ds, 5);
+        assert_eq!(users[r], s.user);
+        let t = s.step as usize;
+        assert_eq!(
+            &negs[r][..h.len()],
+            &ds.negatives(s.user as usize)[t - h.len()..t]
+        );
+        assert!(negs[r][h.len()..].iter().all(|&x| x == 0));
+        for k in 0..h.len() {
+            assert_eq!(neg_cats[r][k], ds.item_category()[negs[r][k] as usize]);
+        }
         assert_eq!(lens[r] as usize, h.len());
         assert_eq!(&items[r][..h.len()], h);
         assert!(items[r][h.len()..].iter().all(|&x| x == 0));
@@ -141,6 +154,12 @@ fn batches_are_padded_masked_and_aligned() {
     for (r, s) in pick.iter().enumerate() {
         let h = s.history(&ds, 5);
         assert_eq!(&ritems[r][5 - h.len()..], h);
+        let t = s.step as usize;
+        let rnegs = right.hist_neg_items.to_vec2::<u32>().unwrap();
+        assert_eq!(
+            &rnegs[r][5 - h.len()..],
+            &ds.negatives(s.user as usize)[t - h.len()..t]
+        );
         assert!(rmask[r][..5 - h.len()].iter().all(|&m| m == 0.0));
     }
 }

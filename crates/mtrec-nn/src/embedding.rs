@@ -3,12 +3,21 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
+/// The distribution of an [`Embedding`] table's initial rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EmbeddingInit {
+    /// `N(0, std²)`: PyTorch / candle use 1.0, transformers (SASRec ports, RecBole) 0.02.
+    Normal { std: f64 },
+    /// `U(±sqrt(6 / (vocab + dim)))`: TensorFlow 1's default for `tf.get_variable`, which the DIN
+    /// and DIEN reference codes use for their tables (tiny values for large vocabularies).
+    GlorotUniform,
+}
+
 /// How an [`Embedding`] table is initialised and how it treats the padding id 0.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EmbeddingConfig {
-    /// Standard deviation of the normal initialisation of the real rows (PyTorch / candle use 1.0;
-    /// transformers often 0.02).
-    pub init_std: f64,
+    /// How the rows are initialised.
+    pub init: EmbeddingInit,
     /// Whether row 0 is overwritten with zeros when the table is built. Only use `false` to keep
     /// row 0 of weights loaded through a safetensors-backed `VarBuilder` (with a `VarMap`, `load`
     /// after construction overwrites the table anyway).
@@ -23,7 +32,7 @@ pub struct EmbeddingConfig {
 impl Default for EmbeddingConfig {
     fn default() -> Self {
         Self {
-            init_std: 1.0,
+            init: EmbeddingInit::Normal { std: 1.0 },
             zero_padding_init: true,
             freeze_padding: true,
         }
@@ -47,14 +56,20 @@ pub struct Embedding {
 impl Embedding {
     /// Builds a `[vocab, dim]` table named `vb.pp(..)` + `weight`.
     pub fn new(vocab: usize, dim: usize, cfg: EmbeddingConfig, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get_with_hints(
-            (vocab, dim),
-            "weight",
-            Init::Randn {
+        let init = match cfg.init {
+            EmbeddingInit::Normal { std } => Init::Randn {
                 mean: 0.0,
-                stdev: cfg.init_std,
+                stdev: std,
             },
-        )?;
+            EmbeddingInit::GlorotUniform => {
+                let bound = (6.0 / (vocab + dim).max(1) as f64).sqrt();
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                }
+            }
+        };
+        let weight = vb.get_with_hints((vocab, dim), "weight", init)?;
         if cfg.zero_padding_init && vocab > 0 {
             // In-place write into the variable's storage (shared with the VarMap's Var).
             let zeros = Tensor::zeros((1, dim), weight.dtype(), weight.device())?;

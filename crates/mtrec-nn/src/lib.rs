@@ -11,10 +11,17 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`batch`] | the model input contract: [`Batch`] of padded histories, [`Layout`], [`Vocab`] |
+//! | [`model`] | the [`Backbone`] trait, output [`Head`]s (CTR, Q, quantile), [`Model`] |
+//! | [`loss`] | stable [`softplus`], [`log_sigmoid`], [`bce_with_logits`] |
 //! | [`embedding`] | [`Embedding`] with id 0 = padding; [`masked_sum`], [`masked_mean`] pooling |
 //! | [`mlp`] | [`Mlp`] builder, [`Activation`] enum, last-dimension [`PRelu`], [`Dice`] |
 //! | [`norm`] | differentiable [`LayerNorm`], [`softmax`], [`masked_softmax`] |
 //! | [`attention`] | [`DinAttention`], DIN's local activation unit |
+//! | [`ctr`] | DIEN-repo CTR trunk pieces: [`CtrEmbeddings`], the BN quirk [`FeatAffine`] / [`BatchNorm1d`] ([`InputNorm`]), `build_fcn_net` as [`FcnTrunk`] |
+//! | [`rnn`] | DIEN's TF-1.x [`TfGruCell`] and [`AugruCell`], `dynamic_rnn`-style [`run_gru`] / [`run_augru`] |
+//! | [`interaction`] | [`fm_second_order`], pairwise [`inner_products`], [`outer_product_pooled`] |
+//! | [`transformer`] | SASRec's [`SoftmaxAttention`] and LinRec's [`LinearAttention`], [`PointwiseFfn`], [`PositionalEmbedding`], [`TokenEmbedding`], masks, [`gather_rows`], the [`heads_for`] rule |
 //! | [`testing`] | finite-difference gradient checker and an every-Var-gets-a-gradient check |
 //!
 //! Conventions: every `forward` returns `candle_core::Result<Tensor>`; constructors take a
@@ -35,13 +42,33 @@
 //! * A mean over an all-zero mask divides by zero: [`masked_mean`] divides by `max(Σmask, 1e-12)`.
 
 pub mod attention;
+pub mod batch;
+pub mod ctr;
 pub mod embedding;
+pub mod interaction;
+pub mod loss;
 pub mod mlp;
+pub mod model;
 pub mod norm;
+pub mod rnn;
 #[doc(hidden)]
 pub mod testing;
+pub mod transformer;
 
 pub use attention::{AttentionNorm, DinAttention, DinAttentionConfig};
-pub use embedding::{masked_mean, masked_sum, Embedding, EmbeddingConfig};
-pub use mlp::{Activation, Dice, DiceNorm, Mlp, MlpConfig, PRelu};
+pub use batch::{Align, Batch, HostBatch, Layout, PadPolicy, Vocab};
+pub use ctr::{
+    BatchNorm1d, CtrEmbeddings, FcnConfig, FcnTrunk, FeatAffine, InputNorm, InputNormLayer,
+    TrunkActivation,
+};
+pub use embedding::{masked_mean, masked_sum, Embedding, EmbeddingConfig, EmbeddingInit};
+pub use interaction::{fm_second_order, inner_products, outer_product_pooled};
+pub use loss::{bce_with_logits, log_sigmoid, softplus};
+pub use mlp::{glorot_linear, Activation, Dice, DiceNorm, Mlp, MlpConfig, PRelu};
+pub use model::{Backbone, Features, Head, HeadKind, Model, ModelOutput, ACTION_P};
 pub use norm::{masked_softmax, masked_softmax_with_fill, softmax, LayerNorm};
+pub use rnn::{run_augru, run_gru, AugruCell, TfGruCell};
+pub use transformer::{
+    attention_mask, gather_rows, heads_for, last_positions, Dense, FfnActivation, LinearAttention,
+    LinearInit, PointwiseFfn, PositionalEmbedding, SoftmaxAttention, TokenEmbedding, TokenInput,
+};

@@ -4,6 +4,22 @@
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, Linear, Module, VarBuilder};
 
+/// A `Linear` layer `[out, in]` + bias `[out]` with TensorFlow 1's default initialisation:
+/// Glorot-uniform weight `U(±sqrt(6 / (in + out)))`, zero bias. Parameters `weight`, `bias`.
+pub fn glorot_linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+    let bound = (6.0 / (input + output).max(1) as f64).sqrt();
+    let weight = vb.get_with_hints(
+        (output, input),
+        "weight",
+        Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+    )?;
+    let bias = vb.get_with_hints(output, "bias", Init::Const(0.0))?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
 /// The activation after each hidden linear layer of an [`Mlp`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
@@ -184,8 +200,8 @@ impl MlpConfig {
 ///
 /// Parameter names: `fc{i}.weight`, `fc{i}.bias` for hidden layer `i` (from 0), its activation's
 /// parameters under `act{i}.*` (`alpha`, `gamma`, `beta`), and `out.weight`, `out.bias` for the
-/// optional output layer. Linear layers use candle's default init (Kaiming-uniform weight, uniform
-/// bias in ±1/sqrt(fan_in), like PyTorch).
+/// optional output layer. Linear layers use [`glorot_linear`] (TensorFlow 1's `tf.layers.dense`
+/// defaults, which every DIEN-family reference code relies on).
 #[derive(Debug, Clone)]
 pub struct Mlp {
     layers: Vec<(Linear, ActivationLayer)>,
@@ -198,13 +214,13 @@ impl Mlp {
         let mut layers = Vec::with_capacity(cfg.hidden.len());
         let mut fan_in = cfg.input;
         for (i, &h) in cfg.hidden.iter().enumerate() {
-            let lin = candle_nn::linear(fan_in, h, vb.pp(format!("fc{i}")))?;
+            let lin = glorot_linear(fan_in, h, vb.pp(format!("fc{i}")))?;
             let act = ActivationLayer::new(cfg.activation, h, vb.pp(format!("act{i}")))?;
             layers.push((lin, act));
             fan_in = h;
         }
         let output = match cfg.output {
-            Some(o) => Some(candle_nn::linear(fan_in, o, vb.pp("out"))?),
+            Some(o) => Some(glorot_linear(fan_in, o, vb.pp("out"))?),
             None => None,
         };
         Ok(Self {

@@ -1,0 +1,295 @@
+//! `mtrec train`, `mtrec evaluate` and `mtrec models`: recommender training with MTRec's loss
+//! (crate `mtrec-train`) on the backbones of the registry (crate `mtrec-models`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::Args;
+use mtrec_data::PreparedDataset;
+use mtrec_nn::{Backbone, Vocab};
+use mtrec_train::{evaluate_run, train_run, RunConfig, RunMetrics, RunOptions, TrainConfig};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Backbone (see `mtrec models`): widedeep, pnn, deepfm, din, dien, sasrec, linrec, sigma.
+    #[arg(long)]
+    model: Option<String>,
+    /// Prepared dataset folder (`mtrec prepare`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// YAML file with the backbone's settings (`mtrec models --defaults <name>` prints them);
+    /// absent keys keep their defaults.
+    #[arg(long)]
+    model_config: Option<PathBuf>,
+    /// YAML file with training settings (seed, epochs, batch_size, lr, lr_decay, kappa, ...);
+    /// the flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Rewards file of the alignment loss (parquet or CSV: user, step, positive, r_pos, r_neg).
+    #[arg(long)]
+    rewards: Option<PathBuf>,
+    /// Weight of the alignment loss (0 = plain training) [default: 0].
+    #[arg(long)]
+    kappa: Option<f64>,
+    /// Seed of initial weights, shuffles and validation users [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Epochs [default: 3].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Batch size [default: 128].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Learning rate of the first epoch [default: 0.001].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Stop after this many optimiser steps (a checkpoint is written; `--resume` goes on).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Also write a checkpoint every N steps.
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Run folder [default: runs/train/<dataset>/<model>-<plain|k<kappa>>-s<seed>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its checkpoint (alone, it reuses the run's config.yaml).
+    #[arg(long)]
+    resume: bool,
+    /// Replace a run folder that holds another run.
+    #[arg(long)]
+    force: bool,
+    /// Device: cpu, or cuda / cuda:N (needs a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    /// Run folder written by `mtrec train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Prepared dataset folder [default: the one recorded in the run's config.yaml].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Device: cpu, or cuda / cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+pub struct ModelsArgs {
+    /// Print the default configuration (YAML) of this model.
+    #[arg(long)]
+    defaults: Option<String>,
+}
+
+pub(crate) fn device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let n = s
+                .strip_prefix("cuda:")
+                .map(|n| n.parse::<usize>())
+                .transpose()
+                .with_context(|| format!("--device {s}: expected cuda:<number>"))?
+                .unwrap_or(0);
+            Device::new_cuda(n)
+                .map_err(|e| anyhow::anyhow!("--device {s}: {}", mtrec_train::candle_message(&e)))
+        }
+        s => bail!("--device {s}: expected cpu, cuda or cuda:<N>"),
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The backbone builder of a run: the registry with the run's model and effective config.
+fn builder(
+    cfg: &RunConfig,
+) -> impl Fn(Vocab, candle_nn::VarBuilder<'static>) -> candle_core::Result<Box<dyn Backbone>> + '_ {
+    move |vocab, vb| {
+        mtrec_models::build_from_value(&cfg.model, &cfg.model_config, vocab, vb)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+}
+
+pub(crate) fn load_data(path: &Path) -> Result<PreparedDataset> {
+    let spinner = crate::progress::spinner(format!("loading {}", path.display()));
+    let ds = PreparedDataset::load(path);
+    spinner.finish_and_clear();
+    Ok(ds?)
+}
+
+/// The run configuration from the flags (and the files they name).
+fn run_config(args: &TrainArgs) -> Result<RunConfig> {
+    let Some(model) = &args.model else {
+        bail!(
+            "--model is required (known models: {})",
+            mtrec_models::names().join(", ")
+        );
+    };
+    let Some(data) = &args.data else {
+        bail!("--data is required: a prepared dataset folder (`mtrec prepare`)");
+    };
+    if !mtrec_models::is_known(model) {
+        bail!(
+            "unknown model '{model}' (known models: {})",
+            mtrec_models::names().join(", ")
+        );
+    }
+    let model_config = match &args.model_config {
+        Some(p) => {
+            let text = mtrec_models::load_config_file(p)?;
+            mtrec_models::check_config(model, Some(&text), &p.display().to_string())?
+        }
+        None => mtrec_models::effective_config(model, None)?,
+    };
+    let mut train = match &args.config {
+        Some(p) => TrainConfig::from_yaml_file(p)?,
+        None => TrainConfig::default(),
+    };
+    macro_rules! set {
+        ($($field:ident),*) => {$(
+            if let Some(v) = args.$field { train.$field = v; }
+        )*};
+    }
+    set!(kappa, seed, epochs, batch_size, lr);
+    if args.max_steps.is_some() {
+        train.max_steps = args.max_steps;
+    }
+    if args.checkpoint_every.is_some() {
+        train.checkpoint_every = args.checkpoint_every;
+    }
+    if !data.is_dir() {
+        bail!(
+            "--data {}: no such folder (prepare a dataset with `mtrec prepare` first)",
+            data.display()
+        );
+    }
+    if let Some(r) = &args.rewards {
+        if !r.is_file() {
+            bail!("--rewards {}: no such file", r.display());
+        }
+    }
+    Ok(RunConfig {
+        model: model.clone(),
+        model_config,
+        data: absolute(data),
+        rewards: args.rewards.as_deref().map(absolute),
+        train,
+    })
+}
+
+fn default_out(cfg: &RunConfig) -> PathBuf {
+    let dataset = cfg
+        .data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    let variant = if cfg.train.kappa > 0.0 {
+        format!("k{}", cfg.train.kappa)
+    } else {
+        "plain".into()
+    };
+    PathBuf::from("runs/train")
+        .join(dataset)
+        .join(format!("{}-{variant}-s{}", cfg.model, cfg.train.seed))
+}
+
+fn print_summary(out: &Path, m: &RunMetrics) {
+    let t = &m.test;
+    let tr = &m.training;
+    println!(
+        "{} · seed {} · κ {} · {} steps ({:?}) in {:.1}s, {:.0} samples/s",
+        m.model,
+        m.seed,
+        m.kappa,
+        tr.steps,
+        tr.stopped.unwrap_or(mtrec_train::StopReason::Completed),
+        tr.seconds,
+        tr.samples_per_s
+    );
+    for e in &tr.epochs {
+        println!(
+            "  epoch {}: loss {:.5}{}",
+            e.epoch + 1,
+            e.train_loss,
+            e.val_auc
+                .map(|a| format!(", val AUC {a:.5}"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "test ({} users): AUC {:.5} (last pair) · {:.5} (all steps) · GAUC {:.5} · log loss {:.5}",
+        t.users, t.auc, t.auc_all_steps, t.gauc, t.logloss
+    );
+    println!(
+        "NCIS {:.4} (init {:.4}) · ΔNCIS {:.4} · ESS {:.1} (init {:.1})",
+        t.ncis, t.ncis_init, t.delta_ncis, t.ess, t.ess_init
+    );
+    println!(
+        "written: {}",
+        out.join(mtrec_train::run::files::METRICS_JSON).display()
+    );
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let only_resume = args.resume && args.model.is_none() && args.data.is_none();
+    let (cfg, out) = if only_resume {
+        let Some(out) = args.out.clone() else {
+            bail!("--resume without --model/--data needs --out <run folder>");
+        };
+        let mut cfg = RunConfig::read(&out)?;
+        cfg.train.max_steps = args.max_steps;
+        cfg.train.checkpoint_every = args.checkpoint_every.or(cfg.train.checkpoint_every);
+        (cfg, out)
+    } else {
+        let cfg = run_config(&args)?;
+        let out = args.out.clone().unwrap_or_else(|| default_out(&cfg));
+        (cfg, out)
+    };
+    let ds = load_data(&cfg.data)?;
+    let opts = RunOptions {
+        resume: args.resume,
+        force: args.force,
+        device: device(&args.device)?,
+        ..RunOptions::default()
+    };
+    tracing::info!("training {} into {}", cfg.model, out.display());
+    let m = train_run(&out, &cfg, &ds, &builder(&cfg), &opts)?;
+    print_summary(&out, &m);
+    Ok(())
+}
+
+pub fn evaluate(args: EvaluateArgs) -> Result<()> {
+    let cfg = RunConfig::read(&args.run)?;
+    let data = args.data.clone().unwrap_or_else(|| cfg.data.clone());
+    if !data.is_dir() {
+        bail!(
+            "{}: no such folder (the run's dataset moved? pass --data)",
+            data.display()
+        );
+    }
+    let ds = load_data(&data)?;
+    let opts = RunOptions {
+        device: device(&args.device)?,
+        ..RunOptions::default()
+    };
+    let m = evaluate_run(&args.run, &ds, &builder(&cfg), &opts)?;
+    print_summary(&args.run, &m);
+    Ok(())
+}
+
+pub fn models(args: ModelsArgs) -> Result<()> {
+    match args.defaults {
+        Some(name) => print!("{}", mtrec_models::default_config_yaml(&name)?),
+        None => {
+            for n in mtrec_models::names() {
+                println!("{n}");
+            }
+        }
+    }
+    Ok(())
+}
