@@ -2,31 +2,7 @@
 //! world, and the rewards they write feeding `mtrec train --rewards`.
 
 mod common;
-use common::{mtrec, text};
-use std::path::{Path, PathBuf};
-
-fn tiny(dir: &Path) -> PathBuf {
-    let world = dir.join("world");
-    let o = mtrec(&[
-        "synth",
-        "--preset",
-        "tiny",
-        "--out",
-        world.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let prepared = dir.join("prepared");
-    let o = mtrec(&[
-        "prepare",
-        "--format",
-        "csv",
-        world.join("interactions.csv").to_str().unwrap(),
-        "--out",
-        prepared.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    prepared
-}
+use common::{mtrec, text, tiny_prepared as tiny};
 
 #[test]
 fn fit_inspect_and_align_on_the_tiny_world() {

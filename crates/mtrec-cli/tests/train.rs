@@ -2,35 +2,11 @@
 //! `tiny` world.
 
 mod common;
-use common::{mtrec, text};
-use std::path::{Path, PathBuf};
+use common::{mtrec, text, tiny_prepared as tiny};
+use std::path::Path;
 
 use mtrec_data::PreparedDataset;
 use mtrec_mdp::{samples, Split};
-
-/// Simulates and prepares the `tiny` world in `dir`; returns the prepared folder.
-fn tiny(dir: &Path) -> PathBuf {
-    let world = dir.join("world");
-    let o = mtrec(&[
-        "synth",
-        "--preset",
-        "tiny",
-        "--out",
-        world.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let prepared = dir.join("prepared");
-    let o = mtrec(&[
-        "prepare",
-        "--format",
-        "csv",
-        world.join("interactions.csv").to_str().unwrap(),
-        "--out",
-        prepared.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    prepared
-}
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
