@@ -1,10 +1,10 @@
-//! Learning tests (slow, `#[ignore]`d): the reference recipe (3 epochs, batch 128, about 650 steps)
+//! Learning tests (slow, `#[ignore]`d): the reference recipe (3 epochs, batch 128, about 950 steps)
 //! of every backbone on a 2,000-user slice of real Amazon Beauty must lift the test AUC well above
 //! chance. Run them in release:
 //!
 //! ```sh
-//! cargo test -p mtrec-tests --release --test learning -- --ignored          # all eight
-//! cargo test -p mtrec-tests --release --test learning -- --ignored din      # one
+//! cargo test --workspace --release --test learning -- --ignored --test-threads 1   # all eight
+//! cargo test --workspace --release --test learning -- --ignored din                # one
 //! ```
 //! They skip with a notice when `../shared` is absent.
 
