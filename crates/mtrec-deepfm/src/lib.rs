@@ -34,52 +34,16 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use mtrec_nn::{
-    fm_second_order, masked_sum, Align, Backbone, Batch, CtrEmbeddings, Embedding, EmbeddingConfig,
-    EmbeddingInit, FcnConfig, FcnTrunk, Features, InputNorm, Layout, PadPolicy, TrunkActivation,
-    Vocab,
+    fm_second_order, masked_sum, Backbone, Batch, CtrEmbeddings, Embedding, EmbeddingConfig,
+    EmbeddingInit, FcnConfig, FcnTrunk, Features, Layout, Vocab,
 };
 
 /// The registry name.
 pub const NAME: &str = "deepfm";
 
 /// DeepFM hyper-parameters; the defaults follow the DIEN-repository models (our adaptation).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Per-field embedding size E (18, as the DIEN-repository models); the FM's factor size.
-    pub embedding_dim: usize,
-    /// Hidden sizes of the deep part (`[200, 80]`); the last one is the feature size.
-    pub hidden: Vec<usize>,
-    /// Normalisation of the deep part's input (`affine`, the BN quirk).
-    pub input_norm: InputNorm,
-    /// Activation of the deep hidden layers (`prelu`).
-    pub activation: TrunkActivation,
-    /// The most recent history items kept (100).
-    pub max_history: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            embedding_dim: mtrec_nn::ctr::DEFAULT_EMBEDDING_DIM,
-            hidden: mtrec_nn::ctr::DEFAULT_FCN_HIDDEN.to_vec(),
-            input_norm: InputNorm::Affine,
-            activation: TrunkActivation::PRelu,
-            max_history: 100,
-        }
-    }
-}
-
-impl Config {
-    fn validate(&self) -> Result<()> {
-        if self.embedding_dim == 0 || self.max_history == 0 || self.hidden.contains(&0) {
-            candle_core::bail!(
-                "deepfm: embedding_dim, max_history and hidden sizes must be > 0: {self:?}"
-            );
-        }
-        Ok(())
-    }
-}
+/// The fields are shared with the other `build_fcn_net` backbones ([`mtrec_nn::CtrConfig`]).
+pub type Config = mtrec_nn::CtrConfig;
 
 /// The first-order weights: one scalar per uid / mid / cat id (row 0 = padding, frozen zero).
 #[derive(Debug, Clone)]
@@ -125,7 +89,7 @@ pub struct DeepFm {
 
 impl DeepFm {
     pub fn new(cfg: &Config, vocab: Vocab, vb: VarBuilder) -> Result<Self> {
-        cfg.validate()?;
+        cfg.validate(NAME)?;
         let e = cfg.embedding_dim;
         let emb = CtrEmbeddings::new(vocab, e, vb.pp("emb"))?;
         let first = FirstOrder::new(vocab, vb.pp("fm"))?;
@@ -159,11 +123,7 @@ impl Backbone for DeepFm {
     }
 
     fn layout(&self) -> Layout {
-        Layout {
-            max_history: self.cfg.max_history,
-            pad: PadPolicy::Longest,
-            align: Align::Left,
-        }
+        self.cfg.layout()
     }
 
     fn forward(&self, batch: &Batch, train: bool) -> Result<Features> {

@@ -10,7 +10,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{Batch, Vocab};
+use crate::batch::{Batch, Layout, Vocab};
 use crate::embedding::{masked_sum, Embedding, EmbeddingConfig, EmbeddingInit};
 use crate::mlp::{Activation, DiceNorm, Mlp, MlpConfig};
 
@@ -224,6 +224,58 @@ impl TrunkActivation {
             Self::PRelu => Activation::PRelu,
             Self::Dice { eps } => Activation::Dice(DiceNorm::BatchStats { eps }),
             Self::DiceAffine => Activation::Dice(DiceNorm::Affine),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ shared settings
+
+/// The settings of the DIEN-repository backbones that are an embedding table set plus one
+/// `build_fcn_net` trunk (Wide&Deep, PNN, DeepFM): one struct serves all three, whose official
+/// settings coincide (`specs/backbones.md` §5). Unknown YAML keys are errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CtrConfig {
+    /// Per-field embedding size E (official 18); an item is `[mid ; cat]`, `2E`.
+    pub embedding_dim: usize,
+    /// Hidden sizes of the (deep) trunk (official `[200, 80]`); the last one is the trunk's output.
+    pub hidden: Vec<usize>,
+    /// Normalisation of the trunk's input (official: the BN quirk, `affine`).
+    pub input_norm: InputNorm,
+    /// Activation of the hidden layers (official: `prelu`, `build_fcn_net(use_dice=False)`).
+    pub activation: TrunkActivation,
+    /// The most recent history items kept (official `maxlen` 100).
+    pub max_history: usize,
+}
+
+impl Default for CtrConfig {
+    fn default() -> Self {
+        Self {
+            embedding_dim: DEFAULT_EMBEDDING_DIM,
+            hidden: DEFAULT_FCN_HIDDEN.to_vec(),
+            input_norm: InputNorm::Affine,
+            activation: TrunkActivation::PRelu,
+            max_history: 100,
+        }
+    }
+}
+
+impl CtrConfig {
+    /// Checks that every size is positive; errors name `model`.
+    pub fn validate(&self, model: &str) -> Result<()> {
+        if self.embedding_dim == 0 || self.max_history == 0 || self.hidden.contains(&0) {
+            candle_core::bail!(
+                "{model}: embedding_dim, max_history and hidden sizes must be > 0: {self:?}"
+            );
+        }
+        Ok(())
+    }
+
+    /// The DIEN layout with this history cap: oldest first, padded to the batch's longest.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            max_history: self.max_history,
+            ..Layout::default()
         }
     }
 }

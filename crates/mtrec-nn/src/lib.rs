@@ -58,8 +58,8 @@ pub mod transformer;
 pub use attention::{AttentionNorm, DinAttention, DinAttentionConfig};
 pub use batch::{Align, Batch, HostBatch, Layout, PadPolicy, Vocab};
 pub use ctr::{
-    BatchNorm1d, CtrEmbeddings, FcnConfig, FcnTrunk, FeatAffine, InputNorm, InputNormLayer,
-    TrunkActivation,
+    BatchNorm1d, CtrConfig, CtrEmbeddings, FcnConfig, FcnTrunk, FeatAffine, InputNorm,
+    InputNormLayer, TrunkActivation,
 };
 pub use embedding::{masked_mean, masked_sum, Embedding, EmbeddingConfig, EmbeddingInit};
 pub use interaction::{fm_second_order, inner_products, outer_product_pooled};

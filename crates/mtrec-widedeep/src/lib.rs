@@ -32,53 +32,14 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
-use mtrec_nn::{
-    Align, Backbone, Batch, CtrEmbeddings, FcnConfig, FcnTrunk, Features, InputNorm, Layout,
-    PadPolicy, TrunkActivation, Vocab,
-};
+use mtrec_nn::{Backbone, Batch, CtrEmbeddings, FcnConfig, FcnTrunk, Features, Layout, Vocab};
 
 /// The registry name.
 pub const NAME: &str = "widedeep";
 
 /// Wide&Deep hyper-parameters; the defaults are the DIEN repository's.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Per-field embedding size E (official 18); an item is `[mid ; cat]`, `2E`.
-    pub embedding_dim: usize,
-    /// Hidden sizes of the deep part (official `[200, 80]`); the last one is the deep part of the
-    /// features.
-    pub hidden: Vec<usize>,
-    /// Normalisation of the deep part's input (official: the BN quirk, `affine`).
-    pub input_norm: InputNorm,
-    /// Activation of the deep hidden layers (official: `prelu`).
-    pub activation: TrunkActivation,
-    /// The most recent history items kept (official `maxlen` 100).
-    pub max_history: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            embedding_dim: mtrec_nn::ctr::DEFAULT_EMBEDDING_DIM,
-            hidden: mtrec_nn::ctr::DEFAULT_FCN_HIDDEN.to_vec(),
-            input_norm: InputNorm::Affine,
-            activation: TrunkActivation::PRelu,
-            max_history: 100,
-        }
-    }
-}
-
-impl Config {
-    fn validate(&self) -> Result<()> {
-        if self.embedding_dim == 0 || self.max_history == 0 || self.hidden.contains(&0) {
-            candle_core::bail!(
-                "widedeep: embedding_dim, max_history and hidden sizes must be > 0: {self:?}"
-            );
-        }
-        Ok(())
-    }
-}
+/// The fields are shared with the other `build_fcn_net` backbones ([`mtrec_nn::CtrConfig`]).
+pub type Config = mtrec_nn::CtrConfig;
 
 /// The Wide&Deep trunk: features `[deep ; wide]` of size `hidden.last() + 6E`.
 #[derive(Debug, Clone)]
@@ -90,7 +51,7 @@ pub struct WideDeep {
 
 impl WideDeep {
     pub fn new(cfg: &Config, vocab: Vocab, vb: VarBuilder) -> Result<Self> {
-        cfg.validate()?;
+        cfg.validate(NAME)?;
         let e = cfg.embedding_dim;
         let emb = CtrEmbeddings::new(vocab, e, vb.pp("emb"))?;
         let fcn = FcnConfig {
@@ -122,11 +83,7 @@ impl Backbone for WideDeep {
     }
 
     fn layout(&self) -> Layout {
-        Layout {
-            max_history: self.cfg.max_history,
-            pad: PadPolicy::Longest,
-            align: Align::Left,
-        }
+        self.cfg.layout()
     }
 
     fn forward(&self, batch: &Batch, train: bool) -> Result<Features> {
