@@ -12,7 +12,6 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use mtrec_data::{prepare_files, Format, PrepareConfig, PreparedDataset, ReadOptions};
-use mtrec_nn::{Backbone, Vocab};
 use mtrec_train::{train_run, Progress, RunConfig, RunOptions, TrainConfig};
 
 /// Users in the slice (the first lines of the S3-Rec sequence file, one user per line).
@@ -60,13 +59,7 @@ fn learns(model: &str, steps: Option<u64>) {
             ..TrainConfig::default()
         },
     };
-    let name = model.to_owned();
-    let mc = cfg.model_config.clone();
-    let build = move |vocab: Vocab, vb: candle_nn::VarBuilder<'static>| {
-        mtrec_models::build_from_value(&name, &mc, vocab, vb)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))
-            .map(|b| b as Box<dyn Backbone>)
-    };
+    let build = mtrec_models::builder(cfg.model.clone(), cfg.model_config.clone());
     let m = train_run(
         &tmp.path().join("run"),
         &cfg,

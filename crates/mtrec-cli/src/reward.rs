@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use mtrec_nn::{Backbone, Vocab};
 use mtrec_reward::{
     fit_reward, inspect_rewards, FitOptions, Profile, RewardConfig, RewardKind, RewardRunConfig,
 };
@@ -147,13 +146,7 @@ pub fn fit(args: FitRewardArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(&args.data, &args.model, &cfg));
-    let name = args.model.clone();
-    let mc = model_config.clone();
-    let build = move |vocab: Vocab, vb: candle_nn::VarBuilder<'static>| {
-        mtrec_models::build_from_value(&name, &mc, vocab, vb)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))
-            .map(|b| b as Box<dyn Backbone>)
-    };
+    let build = mtrec_models::builder(args.model.clone(), model_config.clone());
     let data_abs = std::fs::canonicalize(&args.data).unwrap_or_else(|_| args.data.clone());
     tracing::info!(
         "fitting {} on {} ({} steps x {} transitions) into {}",

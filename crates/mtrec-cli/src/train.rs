@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
 use mtrec_data::PreparedDataset;
-use mtrec_nn::{Backbone, Vocab};
 use mtrec_train::{evaluate_run, train_run, RunConfig, RunMetrics, RunOptions, TrainConfig};
 
 #[derive(Args)]
@@ -103,16 +102,6 @@ pub(crate) fn device(spec: &str) -> Result<Device> {
 
 fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-/// The backbone builder of a run: the registry with the run's model and effective config.
-fn builder(
-    cfg: &RunConfig,
-) -> impl Fn(Vocab, candle_nn::VarBuilder<'static>) -> candle_core::Result<Box<dyn Backbone>> + '_ {
-    move |vocab, vb| {
-        mtrec_models::build_from_value(&cfg.model, &cfg.model_config, vocab, vb)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))
-    }
 }
 
 pub(crate) fn load_data(path: &Path) -> Result<PreparedDataset> {
@@ -258,7 +247,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
         ..RunOptions::default()
     };
     tracing::info!("training {} into {}", cfg.model, out.display());
-    let m = train_run(&out, &cfg, &ds, &builder(&cfg), &opts)?;
+    let m = train_run(
+        &out,
+        &cfg,
+        &ds,
+        &mtrec_models::builder(cfg.model.clone(), cfg.model_config.clone()),
+        &opts,
+    )?;
     print_summary(&out, &m);
     Ok(())
 }
@@ -277,7 +272,12 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
         device: device(&args.device)?,
         ..RunOptions::default()
     };
-    let m = evaluate_run(&args.run, &ds, &builder(&cfg), &opts)?;
+    let m = evaluate_run(
+        &args.run,
+        &ds,
+        &mtrec_models::builder(cfg.model.clone(), cfg.model_config.clone()),
+        &opts,
+    )?;
     print_summary(&args.run, &m);
     Ok(())
 }

@@ -241,5 +241,17 @@ pub fn build_from_value(
     build(name, Some(&text), vocab, vb)
 }
 
+/// A backbone constructor for the trainer and the reward fit (`mtrec_train::BuildBackbone`):
+/// [`build_from_value`] of `name` with `config`, its error turned into a candle error.
+pub fn builder(
+    name: String,
+    config: serde_norway::Value,
+) -> impl Fn(Vocab, VarBuilder<'static>) -> candle_core::Result<Box<dyn Backbone>> {
+    move |vocab, vb| {
+        build_from_value(&name, &config, vocab, vb)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests;
