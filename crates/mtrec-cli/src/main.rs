@@ -51,7 +51,9 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Train a recommender (L_CE + kappa L_Align) on a prepared dataset and evaluate it.
     Train(Box<train::TrainArgs>),
-    /// Re-evaluate a trained run from its checkpoint (rewrites metrics.json).
+    /// Re-evaluate a trained run from its checkpoint (rewrites metrics.json); with --ground-truth,
+    /// also score a train run (aligned ranking) or a reward run (reward recovery) against the
+    /// simulated world it was trained on (writes truth_metrics.json).
     Evaluate(train::EvaluateArgs),
     /// List the backbones, or print one's default configuration.
     Models(train::ModelsArgs),

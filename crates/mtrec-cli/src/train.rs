@@ -65,12 +65,29 @@ pub struct TrainArgs {
 
 #[derive(Args)]
 pub struct EvaluateArgs {
-    /// Run folder written by `mtrec train`.
+    /// Run folder written by `mtrec train` (or, with --ground-truth, by `mtrec fit-reward`).
     #[arg(long)]
     run: PathBuf,
-    /// Prepared dataset folder [default: the one recorded in the run's config.yaml].
+    /// Prepared dataset folder [default: the one recorded in the run's config.yaml / reward.yaml].
     #[arg(long)]
     data: Option<PathBuf>,
+    /// World folder of `mtrec synth` whose log the dataset is: also score the run against its
+    /// ground truth (a train run: aligned ranking; a reward run: reward recovery) and write
+    /// <run>/truth_metrics.{json,md}.
+    #[arg(long)]
+    ground_truth: Option<PathBuf>,
+    /// Aligned ranking: candidates per step (logged positive, logged negative, unseen items).
+    #[arg(long, default_value_t = 20)]
+    candidates: usize,
+    /// Aligned ranking: the top-k recommended.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Aligned ranking: only the last N steps of each test user [default: all].
+    #[arg(long)]
+    max_steps_per_user: Option<usize>,
+    /// Aligned ranking: seed of the candidate draws.
+    #[arg(long, default_value_t = 1234)]
+    truth_seed: u64,
     /// Device: cpu, or cuda / cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -258,27 +275,116 @@ pub fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn evaluate(args: EvaluateArgs) -> Result<()> {
-    let cfg = RunConfig::read(&args.run)?;
-    let data = args.data.clone().unwrap_or_else(|| cfg.data.clone());
+fn dataset_folder(given: &Option<PathBuf>, recorded: &Path) -> Result<PathBuf> {
+    let data = given.clone().unwrap_or_else(|| recorded.to_path_buf());
     if !data.is_dir() {
         bail!(
             "{}: no such folder (the run's dataset moved? pass --data)",
             data.display()
         );
     }
+    Ok(data)
+}
+
+fn load_truth(world: &Path) -> Result<mtrec_truth::GroundTruth> {
+    let spinner = crate::progress::spinner(format!("loading the truth of {}", world.display()));
+    let truth = mtrec_truth::GroundTruth::load(world);
+    spinner.finish_and_clear();
+    Ok(truth?)
+}
+
+fn print_truth(run: &Path, report: &mtrec_truth::TruthReport) {
+    if let Some(r) = &report.ranking {
+        println!(
+            "aligned ranking ({} steps, {:.0} candidates, score {}): expected reward @{k} {:.4} · @1 {:.4} · NDCG@{k} {:.4}",
+            r.steps, r.mean_candidates, r.score, r.mean_reward_at_k, r.mean_reward_at_1, r.ndcg_at_k,
+            k = r.k
+        );
+        println!(
+            "  oracle @{k} {:.4} · random {:.4} · gain captured {:.3} · logged positive {:.4} (in top-{k}: {:.1}%)",
+            r.oracle_mean_reward_at_k,
+            r.random_mean_reward,
+            r.gain_captured_at_k,
+            r.logged_positive_reward,
+            100.0 * r.positive_hit_at_k,
+            k = r.k
+        );
+    }
+    if let Some(r) = &report.recovery {
+        println!(
+            "reward recovery ({}, {} held-out engagements): Spearman {:.4} (true) · {:.4} (expected) · satisfied AUC {:.4}",
+            r.kind, r.engagements, r.spearman_true, r.spearman_expected, r.satisfied_auc
+        );
+        println!(
+            "  mean r* satisfied {:.4} · disappointed {:.4}{}",
+            r.mean_r_satisfied,
+            r.mean_r_disappointed,
+            r.calibration
+                .as_ref()
+                .map(|c| format!(" · quantile calibration error {:.4}", c.mean_abs_error))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "written: {}",
+        run.join(mtrec_truth::report::files::JSON).display()
+    );
+}
+
+pub fn evaluate(args: EvaluateArgs) -> Result<()> {
+    let is_reward_run = !args.run.join(mtrec_train::run::files::CONFIG).exists()
+        && args.run.join(mtrec_reward::fit::files::CONFIG).exists();
+    if is_reward_run {
+        return evaluate_reward(args);
+    }
+    let cfg = RunConfig::read(&args.run)?;
+    let data = dataset_folder(&args.data, &cfg.data)?;
     let ds = load_data(&data)?;
     let opts = RunOptions {
         device: device(&args.device)?,
         ..RunOptions::default()
     };
-    let m = evaluate_run(
-        &args.run,
-        &ds,
-        &mtrec_models::builder(cfg.model.clone(), cfg.model_config.clone()),
-        &opts,
-    )?;
+    let build = mtrec_models::builder(cfg.model.clone(), cfg.model_config.clone());
+    let m = evaluate_run(&args.run, &ds, &build, &opts)?;
     print_summary(&args.run, &m);
+    if let Some(world) = &args.ground_truth {
+        let truth = load_truth(world)?;
+        let rc = mtrec_truth::RankingConfig {
+            candidates: args.candidates,
+            k: args.top_k,
+            seed: args.truth_seed,
+            max_steps_per_user: args.max_steps_per_user,
+        };
+        let ranking =
+            mtrec_truth::evaluate_train_run(&args.run, &ds, &build, &truth, &rc, &opts.device)?;
+        let report =
+            mtrec_truth::TruthReport::new(&truth, &args.run, &cfg.model, Some(ranking), None);
+        mtrec_truth::write_truth_metrics(&args.run, &report)?;
+        print_truth(&args.run, &report);
+    }
+    Ok(())
+}
+
+/// A reward run (`reward.yaml`): only its ground-truth metrics can be computed here.
+fn evaluate_reward(args: EvaluateArgs) -> Result<()> {
+    let Some(world) = &args.ground_truth else {
+        bail!(
+            "{} is a reward run (reward.yaml), and `mtrec evaluate` re-evaluates train runs (config.yaml); \
+             for a reward run pass --ground-truth <world folder of `mtrec synth`> to score its rewards \
+             against the simulated truth (its own metrics are in reward_metrics.json)",
+            args.run.display()
+        );
+    };
+    let cfg = mtrec_reward::RewardRunConfig::read(&args.run)?;
+    let data = dataset_folder(&args.data, &cfg.data)?;
+    let ds = load_data(&data)?;
+    let dev = device(&args.device)?;
+    let truth = load_truth(world)?;
+    let build = mtrec_models::builder(cfg.model.clone(), cfg.model_config.clone());
+    let recovery = mtrec_truth::evaluate_reward_run(&args.run, &ds, &build, &truth, &dev)?;
+    let report = mtrec_truth::TruthReport::new(&truth, &args.run, &cfg.model, None, Some(recovery));
+    mtrec_truth::write_truth_metrics(&args.run, &report)?;
+    print_truth(&args.run, &report);
     Ok(())
 }
 

@@ -70,12 +70,49 @@ impl<'a> Batcher<'a> {
 
     /// Padded tensors of `states` on `device`.
     pub fn batch(&self, states: &[State], device: &Device) -> Result<Batch> {
-        let b = states.len();
+        self.build(
+            states.len(),
+            states
+                .iter()
+                .map(|s| (*s, s.item(self.ds), s.label() as f32)),
+            device,
+        )
+    }
+
+    /// Padded tensors that pair each state's history with an arbitrary target item (for ranking
+    /// candidates the user was never shown). The item's category comes from the dataset; the label
+    /// is 1 when the item is the step's logged positive, else 0. The state's `positive` flag is not
+    /// used. Items must be ids of the dataset (`1..item_vocab`).
+    pub fn batch_items(&self, rows: &[(State, u32)], device: &Device) -> Result<Batch> {
+        let vocab = self.ds.item_category().len();
+        if let Some((_, bad)) = rows
+            .iter()
+            .find(|(_, it)| *it == 0 || *it as usize >= vocab)
+        {
+            candle_core::bail!("item {bad} is not an item of the dataset (ids 1..{vocab})");
+        }
+        self.build(
+            rows.len(),
+            rows.iter().map(|&(s, item)| {
+                let logged = self.ds.sequence(s.user as usize)[s.step as usize];
+                (s, item, if item == logged { 1.0 } else { 0.0 })
+            }),
+            device,
+        )
+    }
+
+    /// Padded tensors of `(state, target item, label)` rows.
+    fn build(
+        &self,
+        b: usize,
+        rows: impl Iterator<Item = (State, u32, f32)> + Clone,
+        device: &Device,
+    ) -> Result<Batch> {
         let width = match self.pad {
             PadPolicy::Fixed => self.max_history,
-            PadPolicy::Longest => states
-                .iter()
-                .map(|s| (s.step as usize).min(self.max_history))
+            PadPolicy::Longest => rows
+                .clone()
+                .map(|(s, _, _)| (s.step as usize).min(self.max_history))
                 .max()
                 .unwrap_or(0)
                 .max(1),
@@ -93,7 +130,7 @@ impl<'a> Batcher<'a> {
             target_cats: Vec::with_capacity(b),
             labels: Vec::with_capacity(b),
         };
-        for (row, s) in states.iter().enumerate() {
+        for (row, (s, item, label)) in rows.enumerate() {
             let hist = s.history(self.ds, self.max_history.min(width));
             // The negatives logged at the same steps as the history items.
             let t = s.step as usize;
@@ -111,10 +148,9 @@ impl<'a> Batcher<'a> {
             }
             h.users.push(s.user);
             h.lengths.push(hist.len() as u32);
-            let item = s.item(self.ds);
             h.target_items.push(item);
             h.target_cats.push(cats[item as usize]);
-            h.labels.push(s.label() as f32);
+            h.labels.push(label);
         }
         h.to_device(width, self.align, device)
     }

@@ -165,6 +165,73 @@ fn batches_are_padded_masked_and_aligned() {
 }
 
 #[test]
+fn arbitrary_target_items_keep_the_state_history() {
+    let ds = dataset(5);
+    let dev = Device::Cpu;
+    let b = Batcher::new(&ds).with_align(Align::Right);
+    let states: Vec<State> = samples(&ds, Split::All)
+        .into_iter()
+        .filter(|s| s.positive)
+        .step_by(5)
+        .take(12)
+        .collect();
+    // Each state with its logged positive, its negative and an arbitrary item.
+    let mut rows = Vec::new();
+    for s in &states {
+        let neg = State {
+            positive: false,
+            ..*s
+        };
+        let other = (s.item(&ds) + 7) % ds.n_items() as u32 + 1;
+        rows.extend([(*s, s.item(&ds)), (*s, neg.item(&ds)), (*s, other)]);
+    }
+    let got = b.batch_items(&rows, &dev).unwrap();
+    let as_states: Vec<State> = states
+        .iter()
+        .flat_map(|s| {
+            let neg = State {
+                positive: false,
+                ..*s
+            };
+            [*s, neg, *s]
+        })
+        .collect();
+    let want = b.batch(&as_states, &dev).unwrap();
+    // Histories are those of the state, whatever the target.
+    assert_eq!(got.width, want.width);
+    for (g, w) in [
+        (&got.hist_items, &want.hist_items),
+        (&got.hist_neg_items, &want.hist_neg_items),
+        (&got.hist_cats, &want.hist_cats),
+        (&got.users, &want.users),
+        (&got.lengths, &want.lengths),
+    ] {
+        assert_eq!(
+            g.flatten_all().unwrap().to_vec1::<u32>().unwrap(),
+            w.flatten_all().unwrap().to_vec1::<u32>().unwrap()
+        );
+    }
+    let targets = got.target_items.to_vec1::<u32>().unwrap();
+    let tcats = got.target_cats.to_vec1::<u32>().unwrap();
+    let labels = got.labels.to_vec1::<f32>().unwrap();
+    for (r, (s, item)) in rows.iter().enumerate() {
+        assert_eq!(targets[r], *item);
+        assert_eq!(tcats[r], ds.item_category()[*item as usize]);
+        let logged = ds.sequence(s.user as usize)[s.step as usize];
+        assert_eq!(labels[r], if *item == logged { 1.0 } else { 0.0 });
+    }
+    // The logged pair gets the labels of `batch`.
+    let wl = want.labels.to_vec1::<f32>().unwrap();
+    for r in 0..states.len() {
+        assert_eq!(&labels[3 * r..3 * r + 2], &wl[3 * r..3 * r + 2]);
+    }
+    // Ids outside the dataset are refused, not read out of bounds.
+    let bad = ds.item_category().len() as u32;
+    assert!(b.batch_items(&[(states[0], bad)], &dev).is_err());
+    assert!(b.batch_items(&[(states[0], 0)], &dev).is_err());
+}
+
+#[test]
 fn transition_batches_pair_states() {
     let ds = dataset(100);
     let ts = transitions(&ds, Split::Train);

@@ -443,19 +443,71 @@ pub fn patch_rewards(
     device: &Device,
     progress: bool,
 ) -> Result<Patch> {
-    let states = samples(ds, Split::Train);
+    patch_states(model, ds, &samples(ds, Split::Train), cfg, device, progress)
+}
+
+/// Alg. 2 on any list of sample states (of any split), in the given order: each state's rewards
+/// use its logged transition (`mtrec_mdp::transition_of`). Ground-truth metrics score held-out users
+/// this way, exactly as training samples are patched.
+pub fn patch_states(
+    model: &Model,
+    ds: &PreparedDataset,
+    states: &[State],
+    cfg: &RewardConfig,
+    device: &Device,
+    progress: bool,
+) -> Result<Patch> {
     let batcher = Batcher::new(ds).with_layout(model.layout());
     let mut p = Patch {
-        states: states.clone(),
+        states: states.to_vec(),
         ..Patch::default()
     };
     let pb = bar(progress, states.len() as u64, "patch");
-    for chunk in states.chunks(cfg.eval_batch_size) {
+    let chunk_len = cfg.eval_batch_size.max(1);
+    let mut start = 0;
+    while start < states.len() {
+        // A chunk ends on a user boundary, so that the next states of its transitions (same user)
+        // are mostly its own states: every distinct state is scored once, which halves the work
+        // against scoring `s` and `s'` separately (the next state of a step is the next step's
+        // positive, itself a sample).
+        let mut end = (start + chunk_len).min(states.len());
+        while end < states.len() && states[end].user == states[end - 1].user {
+            end += 1;
+        }
+        let chunk = &states[start..end];
         let ts: Vec<_> = chunk.iter().map(|&s| transition_of(ds, s)).collect();
-        let tb = batcher.transitions(&ts, device)?;
-        let q_s = model.forward(&tb.state, false)?.logits;
-        let q_n = model.forward(&tb.next, false)?.logits;
-        let r: Vec<Vec<f32>> = expected_rewards(&q_s, &q_n, &tb.done, cfg.gamma)?
+        let mut index: std::collections::HashMap<State, u32> = std::collections::HashMap::new();
+        let mut unique: Vec<State> = Vec::new();
+        let mut slot = |s: State, unique: &mut Vec<State>| {
+            *index.entry(s).or_insert_with(|| {
+                unique.push(s);
+                (unique.len() - 1) as u32
+            })
+        };
+        let mut at_s = Vec::with_capacity(ts.len());
+        let mut at_next = Vec::with_capacity(ts.len());
+        for t in &ts {
+            let i = slot(t.state, &mut unique);
+            at_s.push(i);
+            // The value of `s'` is masked out at `done`: any row will do there.
+            at_next.push(if t.done { i } else { slot(t.next, &mut unique) });
+        }
+        let mut parts = Vec::new();
+        for block in unique.chunks(chunk_len) {
+            let batch = batcher.batch(block, device)?;
+            parts.push(model.forward(&batch, false)?.logits);
+        }
+        let q_all = Tensor::cat(&parts, 0)?;
+        let q_s = q_all.index_select(&Tensor::new(at_s.as_slice(), device)?, 0)?;
+        let q_n = q_all.index_select(&Tensor::new(at_next.as_slice(), device)?, 0)?;
+        let done = Tensor::new(
+            ts.iter()
+                .map(|t| if t.done { 1f32 } else { 0.0 })
+                .collect::<Vec<f32>>()
+                .as_slice(),
+            device,
+        )?;
+        let r: Vec<Vec<f32>> = expected_rewards(&q_s, &q_n, &done, cfg.gamma)?
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?
             .to_vec2()?;
@@ -465,7 +517,7 @@ pub fn patch_rewards(
         }
         p.done.extend(ts.iter().map(|t| t.done));
         if cfg.kind == RewardKind::QrIql {
-            let q: Vec<Vec<Vec<f32>>> = quantile_rewards(&q_s, &q_n, &tb.done, cfg.gamma)?
+            let q: Vec<Vec<Vec<f32>>> = quantile_rewards(&q_s, &q_n, &done, cfg.gamma)?
                 .to_dtype(DType::F32)?
                 .to_device(&Device::Cpu)?
                 .to_vec3()?;
@@ -475,6 +527,7 @@ pub fn patch_rewards(
             }
         }
         pb.inc(chunk.len() as u64);
+        start = end;
     }
     pb.finish_and_clear();
     Ok(p)

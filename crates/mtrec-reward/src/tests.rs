@@ -206,3 +206,87 @@ fn alignment_gradient_is_minus_the_q_difference() {
         assert!((gi - want).abs() < 1e-5, "{gi} vs {want}");
     }
 }
+
+/// `patch_states` is Alg. 2 on any states: the training split gives `patch_rewards`' patch, and a
+/// test user's state gets the rewards of its own logged transition, whatever batch it is in.
+#[test]
+fn patch_states_scores_any_split_like_the_training_patch() {
+    let ds = tiny_dataset(60);
+    let build = tiny_builder(4);
+    let c = RewardConfig {
+        eval_batch_size: 7,
+        ..cfg(RewardKind::QrIql, 1)
+    };
+    let dev = Device::Cpu;
+    let (_vm, q) = build_q_model("tiny", &build, &ds, &c, &dev).unwrap();
+    let train = crate::patch_rewards(&q, &ds, &c, &dev, false).unwrap();
+    let same = crate::patch_states(&q, &ds, &samples(&ds, Split::Train), &c, &dev, false).unwrap();
+    assert_eq!(train.states, same.states);
+    assert_eq!(train.r_pos, same.r_pos);
+    assert_eq!(train.q_pos, same.q_pos);
+
+    let test: Vec<_> = samples(&ds, Split::Test).into_iter().rev().collect();
+    assert!(!test.is_empty());
+    let p = crate::patch_states(&q, &ds, &test, &c, &dev, false).unwrap();
+    assert_eq!(p.states, test);
+    assert_eq!(p.r_pos.len(), test.len());
+    assert_eq!(p.q_pos.len(), test.len());
+    for (k, s) in test.iter().enumerate().step_by(5) {
+        let one = crate::patch_states(&q, &ds, &[*s], &c, &dev, false).unwrap();
+        assert!((one.r_pos[0] - p.r_pos[k]).abs() < 1e-5, "{s:?}");
+        assert!((one.r_neg[0] - p.r_neg[k]).abs() < 1e-5, "{s:?}");
+        assert_eq!(one.done[0], transition_of(&ds, *s).done);
+        assert!(p.r_pos[k].is_finite());
+    }
+}
+
+/// The patch scores each distinct state once; it must equal Alg. 2 computed the direct way, with
+/// `s` and `s'` scored separately, for both kinds of head.
+#[test]
+fn deduplicated_patch_equals_separate_forwards_of_s_and_next() {
+    let ds = tiny_dataset(60);
+    let build = tiny_builder(8);
+    let dev = Device::Cpu;
+    for kind in [RewardKind::QrIql, RewardKind::IqLearn] {
+        let c = RewardConfig {
+            eval_batch_size: 37, // chunks that end inside users are extended to their boundary
+            ..cfg(kind, 1)
+        };
+        let (_vm, q) = build_q_model("tiny", &build, &ds, &c, &dev).unwrap();
+        let states = samples(&ds, Split::All);
+        let p = crate::patch_states(&q, &ds, &states, &c, &dev, false).unwrap();
+        assert_eq!(p.r_pos.len(), states.len());
+        let batcher = Batcher::new(&ds);
+        let ts: Vec<_> = states.iter().map(|&s| transition_of(&ds, s)).collect();
+        let tb = batcher.transitions(&ts, &dev).unwrap();
+        let q_s = q.forward(&tb.state, false).unwrap().logits;
+        let q_n = q.forward(&tb.next, false).unwrap().logits;
+        let r: Vec<Vec<f32>> = expected_rewards(&q_s, &q_n, &tb.done, c.gamma)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        for (k, row) in r.iter().enumerate() {
+            assert!(
+                (row[1] - p.r_pos[k]).abs() < 1e-5,
+                "{k}: {} vs {}",
+                row[1],
+                p.r_pos[k]
+            );
+            assert!((row[0] - p.r_neg[k]).abs() < 1e-5, "{k}");
+            assert_eq!(p.done[k], ts[k].done);
+        }
+        if kind == RewardKind::QrIql {
+            let qr: Vec<Vec<Vec<f32>>> =
+                crate::losses::quantile_rewards(&q_s, &q_n, &tb.done, c.gamma)
+                    .unwrap()
+                    .to_vec3()
+                    .unwrap();
+            for (k, row) in qr.iter().enumerate() {
+                for (i, (pos, neg)) in row[1].iter().zip(&row[0]).enumerate() {
+                    assert!((pos - p.q_pos[k][i]).abs() < 1e-5);
+                    assert!((neg - p.q_neg[k][i]).abs() < 1e-5);
+                }
+            }
+        }
+    }
+}

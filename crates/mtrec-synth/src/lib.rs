@@ -133,4 +133,6 @@ pub mod world;
 pub use config::{Params, SynthConfig, DEFAULT_SEED, PRESETS};
 pub use error::{Result, SynthError};
 pub use output::{files, synthesize, write_world, Summary, MODEL_VERSION};
-pub use world::{Calibration, Engagement, Item, UserTruth, World};
+pub use world::{
+    taste_match, user_favourites, Calibration, Engagement, Item, RewardModel, UserTruth, World,
+};

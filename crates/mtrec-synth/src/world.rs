@@ -9,7 +9,7 @@ use rand_distr::{Distribution, Exp1, Gamma, Poisson, StandardNormal};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::config::SynthConfig;
+use crate::config::{Params, SynthConfig};
 use crate::error::{Result, SynthError};
 
 /// ChaCha8 stream of the catalogue (items, categories). Users use the streams 1..=users.
@@ -59,6 +59,58 @@ fn sample_cdf(cdf: &[f64], rng: &mut ChaCha8Rng) -> usize {
 
 fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
+}
+
+/// A user's static *taste match* with a favourite category of Dirichlet weight `weight`, among her
+/// `favourites` favourites: `ln(1 + K·w) / ln 2` (1 for an average favourite, `w = 1/K`). Categories
+/// outside her favourites match 0. Public so that ground-truth metrics (`mtrec-truth`) evaluate the
+/// same expression as the simulator.
+pub fn taste_match(favourites: usize, weight: f64) -> f64 {
+    (1.0 + favourites as f64 * weight).ln() / std::f64::consts::LN_2
+}
+
+/// The deterministic part of the mental reward of one engagement (see the crate docs): what the
+/// satisfaction draw and the noise are applied to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RewardModel {
+    /// Fatigue `f(t)` at the engagement's 0-based step.
+    pub fatigue: f64,
+    /// Probability that she is satisfied.
+    pub p_satisfied: f64,
+    /// The shift added to either mode (quality, taste, fatigue), before the noise.
+    pub shift: f64,
+    /// The reward expected over the satisfaction draw and the noise.
+    pub expected_reward: f64,
+}
+
+impl Params {
+    /// Fatigue `f(t) = fatigue_scale · t / (t + fatigue_steps)` at 0-based step `t`.
+    pub fn fatigue(&self, t: usize) -> f64 {
+        self.fatigue_scale * t as f64 / (t as f64 + self.fatigue_steps)
+    }
+
+    /// The reward model of engaging an item of quality `quality` with taste match `taste_match`
+    /// ([`taste_match`], 0 outside her favourites) at 0-based step `t`. The simulator draws every
+    /// logged reward from it, so a counterfactual item gets exactly the expectation she would have had.
+    pub fn reward_model(&self, quality: f64, taste_match: f64, t: usize) -> RewardModel {
+        let taste = taste_match - 0.5;
+        let fatigue = self.fatigue(t);
+        let z = self.satisfaction_bias
+            + self.satisfaction_quality * quality
+            + self.satisfaction_taste * taste
+            - fatigue;
+        let p_sat = sigmoid(z);
+        let shift = self.reward_quality * quality + self.reward_taste * taste
+            - self.fatigue_in_reward * fatigue;
+        let expected =
+            p_sat * self.reward_satisfied + (1.0 - p_sat) * self.reward_disappointed + shift;
+        RewardModel {
+            fatigue,
+            p_satisfied: p_sat,
+            shift,
+            expected_reward: expected,
+        }
+    }
 }
 
 /// An item of the catalogue, with its hidden attributes.
@@ -295,6 +347,48 @@ impl Scratch {
     }
 }
 
+/// A user's hidden traits, the first draws of her stream: her frailty and her favourite categories
+/// with their taste weights (Dirichlet, summing to 1).
+fn draw_traits(m: &Model, rng: &mut ChaCha8Rng) -> (f64, Vec<(u32, f64)>) {
+    let cfg = m.cfg;
+    let p = &cfg.params;
+    let frailty = m.frailty.sample(rng);
+    let extra = m
+        .extra_favourites
+        .as_ref()
+        .map_or(0, |d| d.sample(rng) as usize);
+    let n_fav = (1 + extra.min(p.max_favourites - 1)).min(cfg.categories);
+    let mut favourites: Vec<(u32, f64)> = Vec::with_capacity(n_fav);
+    let mut tries = 0;
+    while favourites.len() < n_fav && tries < 64 * n_fav {
+        let c = m.cat.sample_category(rng);
+        if !favourites.iter().any(|&(k, _)| k == c) {
+            favourites.push((c, m.taste.sample(rng)));
+        }
+        tries += 1;
+    }
+    let total: f64 = favourites.iter().map(|f| f.1).sum();
+    let k = favourites.len() as f64;
+    for f in &mut favourites {
+        f.1 = if total > 0.0 { f.1 / total } else { 1.0 / k };
+    }
+    (frailty, favourites)
+}
+
+/// Every user's favourite categories with their exact taste weights (`users.parquet` rounds them to
+/// four decimals), drawn again from the configuration's seed: they are the first draws of each
+/// user's stream, so this costs the catalogue and a few draws per user, not a simulation. Entry
+/// `u - 1` is user `u`'s.
+pub fn user_favourites(cfg: &SynthConfig) -> Result<Vec<Vec<(u32, f64)>>> {
+    cfg.validate()?;
+    let cat = Catalogue::new(cfg);
+    let m = Model::new(cfg, &cat)?;
+    Ok((1..=cfg.users as u32)
+        .into_par_iter()
+        .map(|u| draw_traits(&m, &mut rng_for(cfg.seed, u as u64)).1)
+        .collect())
+}
+
 /// Simulates user `u` (1-based) with base stop hazard `base_hazard`; her engagements are left in
 /// `s.log`. All randomness comes from her own ChaCha8 stream, and every step draws the same numbers
 /// whatever the hazard, so a higher hazard can only shorten her sequence (common random numbers).
@@ -304,32 +398,11 @@ fn simulate_user(m: &Model, u: u32, base_hazard: f64, s: &mut Scratch) -> UserTr
     let cat = m.cat;
     let mut rng = rng_for(cfg.seed, u as u64);
 
-    // Hidden traits.
-    let frailty = m.frailty.sample(&mut rng);
-    let extra = m
-        .extra_favourites
-        .as_ref()
-        .map_or(0, |d| d.sample(&mut rng) as usize);
-    let n_fav = (1 + extra.min(p.max_favourites - 1)).min(cfg.categories);
-    let mut favourites: Vec<(u32, f64)> = Vec::with_capacity(n_fav);
-    let mut tries = 0;
-    while favourites.len() < n_fav && tries < 64 * n_fav {
-        let c = cat.sample_category(&mut rng);
-        if !favourites.iter().any(|&(k, _)| k == c) {
-            favourites.push((c, m.taste.sample(&mut rng)));
-        }
-        tries += 1;
-    }
-    let total: f64 = favourites.iter().map(|f| f.1).sum();
-    let k = favourites.len() as f64;
-    for f in &mut favourites {
-        f.1 = if total > 0.0 { f.1 / total } else { 1.0 / k };
-    }
+    let (frailty, favourites) = draw_traits(m, &mut rng);
     s.taste.clear();
     s.interest.clear();
     for &(c, w) in &favourites {
-        s.taste
-            .push((c, (1.0 + k * w).ln() / std::f64::consts::LN_2));
+        s.taste.push((c, taste_match(favourites.len(), w)));
         s.interest
             .push((c, w.clamp(p.interest_min, p.interest_max)));
     }
@@ -352,24 +425,16 @@ fn simulate_user(m: &Model, u: u32, base_hazard: f64, s: &mut Scratch) -> UserTr
         let c = it.category;
 
         // The mental reward: a satisfied/disappointed mixture.
-        let taste = s.taste_of(c) - 0.5;
-        let fatigue = p.fatigue_scale * t as f64 / (t as f64 + p.fatigue_steps);
-        let z = p.satisfaction_bias
-            + p.satisfaction_quality * it.quality
-            + p.satisfaction_taste * taste
-            - fatigue;
-        let p_sat = sigmoid(z);
-        let shift =
-            p.reward_quality * it.quality + p.reward_taste * taste - p.fatigue_in_reward * fatigue;
-        let satisfied = rng.random::<f64>() < p_sat;
+        let rm = p.reward_model(it.quality, s.taste_of(c), t);
+        let satisfied = rng.random::<f64>() < rm.p_satisfied;
         let noise: f64 = rng.sample(StandardNormal);
         let centre = if satisfied {
             p.reward_satisfied
         } else {
             p.reward_disappointed
         };
-        let reward = centre + shift + p.reward_noise * noise;
-        let expected = p_sat * p.reward_satisfied + (1.0 - p_sat) * p.reward_disappointed + shift;
+        let reward = centre + rm.shift + p.reward_noise * noise;
+        let expected = rm.expected_reward;
         s.log.push(Engagement {
             item,
             category: c,
@@ -796,6 +861,42 @@ mod tests {
                 assert_eq!(cat.item(cat.sample_item(c, &mut rng)).category, c);
             }
         }
+    }
+
+    #[test]
+    fn favourites_and_reward_model_reproduce_the_world() {
+        let cfg = SynthConfig::preset("tiny", 21).unwrap();
+        let w = World::generate(&cfg).unwrap();
+        let favs = user_favourites(&cfg).unwrap();
+        assert_eq!(favs.len(), cfg.users);
+        let p = &cfg.params;
+        for (i, truth) in w.users().iter().enumerate() {
+            assert_eq!(favs[i], truth.favourites, "user {}", i + 1);
+            for (t, e) in w.engagements(i as u32 + 1).iter().enumerate() {
+                let m = truth
+                    .favourites
+                    .iter()
+                    .find(|f| f.0 == e.category)
+                    .map_or(0.0, |f| taste_match(truth.favourites.len(), f.1));
+                let rm = p.reward_model(w.item(e.item).quality, m, t);
+                assert_eq!(rm.expected_reward as f32, e.expected_reward);
+                assert!(rm.p_satisfied > 0.0 && rm.p_satisfied < 1.0);
+            }
+        }
+        // Hand values: an average favourite matches 1, a lone favourite of weight 1 too.
+        assert!((taste_match(4, 0.25) - 1.0).abs() < 1e-15);
+        assert!((taste_match(1, 1.0) - 1.0).abs() < 1e-15);
+        assert!((taste_match(2, 0.0)).abs() < 1e-15);
+        // q = 0, m = 0.5, t = 0: z = bias, no shift.
+        let rm = p.reward_model(0.0, 0.5, 0);
+        let ps = 1.0 / (1.0 + (-p.satisfaction_bias).exp());
+        assert!((rm.p_satisfied - ps).abs() < 1e-15);
+        assert!(
+            (rm.expected_reward - (ps * p.reward_satisfied + (1.0 - ps) * p.reward_disappointed))
+                .abs()
+                < 1e-15
+        );
+        assert!((p.fatigue(5) - p.fatigue_scale * 5.0 / (5.0 + p.fatigue_steps)).abs() < 1e-15);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::eval::{evaluate_test, TestMetrics};
+use crate::eval::{metrics_from_scores, score, TestMetrics};
 use crate::rewards::Rewards;
 use crate::trainer::{
     build_model, dataset_fingerprint, differences, load_weights, validation_users, BuildBackbone,
@@ -351,17 +351,38 @@ fn evaluate_trained(
     opts: &RunOptions,
 ) -> Result<RunMetrics> {
     let start = Instant::now();
-    let (_vm0, init) = build_model(&cfg.model, build, ds, meta.config.seed, &opts.device)?;
     let batcher = Batcher::new(ds).with_layout(model.layout());
-    let test = evaluate_test(
-        model,
-        &init,
-        ds,
-        &batcher,
-        meta.config.eval_batch_size,
-        &opts.device,
-        &opts.ncis,
-    )?;
+    let states = samples(ds, Split::Test);
+    if states.is_empty() {
+        return Err(TrainError::Empty(
+            "the dataset has no test sample (prepare it with --test-fraction > 0)".into(),
+        ));
+    }
+    let bs = meta.config.eval_batch_size;
+    let logits = score(model, &batcher, &states, bs, &opts.device)?;
+    // The untrained model's scores depend only on the architecture, its settings, the seed, the
+    // data and the batching: runs that share them (a backbone's plain / IRL / MTRec runs of one
+    // seed, in one process) score it once.
+    let key = serde_json::json!({
+        "model": cfg.model,
+        "config": serde_json::to_value(&cfg.model_config).unwrap_or_default(),
+        "seed": meta.config.seed,
+        "data": meta.run.dataset_fingerprint,
+        "batch": bs,
+        "layout": format!("{:?}", model.layout()),
+        "device": format!("{:?}", opts.device),
+    })
+    .to_string();
+    let init_logits = match init_scores_get(&key) {
+        Some(v) => v,
+        None => {
+            let (_vm0, init) = build_model(&cfg.model, build, ds, meta.config.seed, &opts.device)?;
+            let v = std::sync::Arc::new(score(&init, &batcher, &states, bs, &opts.device)?);
+            init_scores_put(key, v.clone());
+            v
+        }
+    };
+    let test = metrics_from_scores(ds, &states, &logits, &init_logits, &opts.ncis)?;
     let eval_seconds = start.elapsed().as_secs_f64();
     let is_val = validation_users(ds, meta.config.validation_fraction, meta.config.seed);
     let train_samples = samples(ds, Split::Train);
@@ -419,6 +440,25 @@ fn evaluate_trained(
         out.join(files::METRICS_JSON).display()
     );
     Ok(m)
+}
+
+/// Memo of untrained models' test scores, by everything they depend on (a few entries).
+static INIT_SCORES: std::sync::Mutex<Vec<(String, std::sync::Arc<Vec<f32>>)>> =
+    std::sync::Mutex::new(Vec::new());
+const INIT_SCORES_KEPT: usize = 8;
+
+fn init_scores_get(key: &str) -> Option<std::sync::Arc<Vec<f32>>> {
+    let memo = INIT_SCORES.lock().ok()?;
+    memo.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+fn init_scores_put(key: String, v: std::sync::Arc<Vec<f32>>) {
+    if let Ok(mut memo) = INIT_SCORES.lock() {
+        if memo.len() >= INIT_SCORES_KEPT {
+            memo.remove(0);
+        }
+        memo.push((key, v));
+    }
 }
 
 /// Writes `metrics.json` and `metrics.md` atomically.

@@ -1,0 +1,1013 @@
+//! `cargo xtask reproduce-table1`: the paper's Table 1 in one command.
+//!
+//! For each dataset and backbone it fits the two reward models (IQ-Learn for "-IRL", QR-IQL for
+//! "-MTRec", on the backbone's own trunk), patches the rewards, trains the plain, IRL and MTRec
+//! recommenders for every seed, evaluates them (AUC, ΔNCIS, GAUC, log loss, and the ground-truth
+//! alignment metrics on simulator data), and writes `results/table1.{md,csv,json}` with the paired
+//! comparisons and the RQ3 figures.
+//!
+//! **Cells.** Each reward fit and each recommender run is a cell in its own folder under
+//! `runs/table1/<dataset>/<model>/`, keyed by a SHA-256 of everything that defines its result (the
+//! dataset's fingerprint, the backbone's settings, the training or reward settings, and for aligned
+//! runs the hash of the reward cell they read). A finished cell writes `cell.json` last; a cell whose
+//! `cell.json` carries the current hash is never recomputed, an unfinished one resumes from its
+//! checkpoint, and a cell whose settings changed is recomputed from scratch. Killing the command
+//! therefore loses at most the steps since a cell's last checkpoint.
+
+pub mod config;
+pub mod paper;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use mtrec_data::io::write_atomic;
+use mtrec_data::PreparedDataset;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use config::{model_settings, reward_settings, train_settings, Table1Config, Variant};
+
+/// Bumped when a change to mtrec alters results, so that old cells are recomputed.
+pub const CELL_VERSION: u32 = 1;
+
+/// File a finished cell writes last.
+pub const CELL_FILE: &str = "cell.json";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The experiment file.
+    #[arg(long, default_value = "experiments/table1.yaml")]
+    config: PathBuf,
+    /// Budget profile of the file (quick or paper) [default: the file's `profile`].
+    #[arg(long)]
+    profile: Option<String>,
+    /// Recommender seeds, comma-separated [default: the file's `seeds`].
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
+    /// A prepared dataset as NAME=FOLDER (repeatable); replaces the file's datasets. A folder made
+    /// by `mtrec prepare` from a simulator world gets the ground-truth metrics with
+    /// NAME=FOLDER@WORLD.
+    #[arg(long = "dataset")]
+    datasets: Vec<String>,
+    /// Run only the cells of these datasets, models and variants (repeatable; a name is matched
+    /// against all three, e.g. `--only din --only mtrec`; several names of one kind are alternatives).
+    /// Reward fits that an aligned variant needs run too. The report covers every finished cell.
+    #[arg(long)]
+    only: Vec<String>,
+    /// Folder of the cells.
+    #[arg(long, default_value = "runs/table1")]
+    runs: PathBuf,
+    /// Folder of the report.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// List the cells and their state, run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Rebuild the report from the finished cells, run nothing.
+    #[arg(long)]
+    report_only: bool,
+}
+
+/// A dataset ready for the grid.
+pub struct Dataset {
+    pub name: String,
+    /// Where the data came from, in words (printed in the table).
+    pub source: String,
+    /// True for the real Amazon files the paper used.
+    pub real_paper_data: bool,
+    pub dir: PathBuf,
+    pub ds: PreparedDataset,
+    pub fingerprint: String,
+    /// The simulator folder with the ground truth, if the data is simulated.
+    pub world: Option<PathBuf>,
+}
+
+/// What a cell computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellKind {
+    Reward(mtrec_reward::RewardKind),
+    Train(Variant, u64),
+}
+
+/// One unit of work of the grid.
+pub struct Cell {
+    pub dataset: usize,
+    pub model: String,
+    pub kind: CellKind,
+    pub dir: PathBuf,
+    pub hash: String,
+    /// What the hash covers (written into `cell.json`).
+    pub identity: serde_json::Value,
+    /// Rough cost, for the ETA only.
+    pub units: f64,
+    pub model_config: serde_norway::Value,
+    pub train: Option<mtrec_train::TrainConfig>,
+    pub reward: Option<mtrec_reward::RewardConfig>,
+    /// The reward cell an aligned run reads (index into the cell list).
+    pub needs: Option<usize>,
+    /// Ground-truth ranking of a recommender cell on simulator data.
+    pub ranking: Option<config::RankingSpec>,
+    /// Seed of the ranking's candidate draws (the grid's `data_seed`).
+    pub ranking_seed: u64,
+}
+
+/// `cell.json`: the result of a finished cell, what the report reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellRecord {
+    pub hash: String,
+    pub dataset: String,
+    pub model: String,
+    /// `plain`, `irl`, `mtrec`, or `reward-qr-iql` / `reward-iq-learn`.
+    pub cell: String,
+    pub seed: u64,
+    pub seconds: f64,
+    pub identity: serde_json::Value,
+    #[serde(default)]
+    pub train: Option<TrainRecord>,
+    #[serde(default)]
+    pub reward: Option<RewardRecord>,
+    /// `mtrec_truth::RankingMetrics` (train cells on simulator data).
+    #[serde(default)]
+    pub ranking: Option<serde_json::Value>,
+    /// `mtrec_truth::RecoveryMetrics` (reward cells on simulator data).
+    #[serde(default)]
+    pub recovery: Option<serde_json::Value>,
+}
+
+/// The headline metrics of a recommender cell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainRecord {
+    pub auc: f64,
+    pub auc_all_steps: f64,
+    pub gauc: f64,
+    pub logloss: f64,
+    pub ncis: f64,
+    pub ncis_init: f64,
+    pub delta_ncis: f64,
+    pub ess: f64,
+    pub steps: u64,
+    pub samples_per_s: f64,
+}
+
+/// The headline metrics of a reward cell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RewardRecord {
+    pub q_test_auc: f64,
+    pub train_positive_misorder: f64,
+    pub final_loss: f64,
+    pub steps: u64,
+    /// Spearman of the mean reward of the real action against the step (Fig. 3a).
+    pub step_trend: f64,
+    /// Figure 3's folder.
+    pub figure3: PathBuf,
+}
+
+impl Cell {
+    pub fn label(&self, datasets: &[Dataset]) -> String {
+        format!(
+            "{} {} {}",
+            datasets[self.dataset].name,
+            self.model,
+            self.cell_name()
+        )
+    }
+
+    pub fn cell_name(&self) -> String {
+        match self.kind {
+            CellKind::Reward(k) => format!("reward-{}", k.as_str()),
+            CellKind::Train(v, s) => format!("{}-s{s}", v.as_str()),
+        }
+    }
+
+    /// The finished record, if `cell.json` holds the current hash.
+    pub fn finished(&self) -> Option<CellRecord> {
+        let text = std::fs::read_to_string(self.dir.join(CELL_FILE)).ok()?;
+        let r: CellRecord = serde_json::from_str(&text).ok()?;
+        (r.hash == self.hash).then_some(r)
+    }
+}
+
+fn sha256_json(v: &serde_json::Value) -> String {
+    let mut h = Sha256::new();
+    h.update(v.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Relative cost of one training step of 128 samples (milliseconds measured on the
+/// electronics-small world, 2 cores): used only to weigh the progress bar's ETA.
+fn step_cost(model: &str) -> f64 {
+    match model {
+        "widedeep" => 8.0,
+        "pnn" | "deepfm" => 6.0,
+        "din" => 38.0,
+        "dien" => 160.0,
+        "sasrec" => 90.0,
+        "linrec" => 350.0,
+        "sigma" => 960.0,
+        _ => 50.0,
+    }
+}
+
+/// Resolves `--dataset` flags or the file's datasets into prepared datasets (preparing or
+/// simulating them under `<runs>/data` when needed).
+fn resolve_datasets(cfg: &Table1Config, flags: &[String], runs: &Path) -> Result<Vec<Dataset>> {
+    let mut specs = cfg.datasets.clone();
+    if !flags.is_empty() {
+        specs = flags
+            .iter()
+            .map(|f| {
+                let (name, rest) = f
+                    .split_once('=')
+                    .with_context(|| format!("--dataset {f}: expected NAME=FOLDER[@WORLD]"))?;
+                let (dir, world) = match rest.split_once('@') {
+                    Some((d, w)) => (d, Some(PathBuf::from(w))),
+                    None => (rest, None),
+                };
+                Ok(config::DatasetSpec {
+                    name: name.to_owned(),
+                    amazon: None,
+                    synth: None,
+                    prepared: Some(PathBuf::from(dir)),
+                    world,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut check = cfg.clone();
+        check.datasets = specs.clone();
+        check.validate(Path::new("--dataset"))?;
+    }
+    specs.iter().map(|s| resolve_one(s, cfg, runs)).collect()
+}
+
+fn resolve_one(spec: &config::DatasetSpec, cfg: &Table1Config, runs: &Path) -> Result<Dataset> {
+    let base = runs.join("data").join(&spec.name);
+    if let Some(dir) = &spec.prepared {
+        let ds = PreparedDataset::load(dir)
+            .with_context(|| format!("dataset '{}': {}", spec.name, dir.display()))?;
+        if let Some(w) = &spec.world {
+            if !w.join("world.json").exists() {
+                bail!(
+                    "dataset '{}': {} is not a simulator folder (no world.json)",
+                    spec.name,
+                    w.display()
+                );
+            }
+        }
+        return Ok(Dataset {
+            name: spec.name.clone(),
+            source: format!("prepared dataset {}", dir.display()),
+            real_paper_data: false,
+            dir: dir.clone(),
+            fingerprint: mtrec_train::dataset_fingerprint(&ds),
+            ds,
+            world: spec.world.clone(),
+        });
+    }
+    if let Some(a) = &spec.amazon {
+        let cat = if a.eq_ignore_ascii_case("electronics") {
+            "Electronics"
+        } else {
+            "Books"
+        };
+        let cache = PathBuf::from("data/cache/amazon2014");
+        let inputs = vec![
+            cache.join(format!("reviews_{cat}_5.json.gz")),
+            cache.join(format!("meta_{cat}.json.gz")),
+        ];
+        if inputs.iter().all(|p| p.is_file()) {
+            let dir = base.join(format!("amazon-{}", a.to_ascii_lowercase()));
+            let sizes: Vec<u64> = inputs
+                .iter()
+                .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                .collect();
+            let ds = match PreparedDataset::load(&dir) {
+                Ok(ds)
+                    if ds.manifest.rules.prepare.seed == cfg.data_seed
+                        && ds
+                            .manifest
+                            .inputs
+                            .iter()
+                            .map(|i| i.bytes)
+                            .collect::<Vec<_>>()
+                            == sizes =>
+                {
+                    ds
+                }
+                _ => {
+                    eprintln!("preparing {} from {}", spec.name, cache.display());
+                    let rule = if cat == "Books" {
+                        mtrec_data::CategoryRule::LastOfFirst
+                    } else {
+                        mtrec_data::CategoryRule::LastOfLast
+                    };
+                    let ds = mtrec_data::prepare_files(
+                        mtrec_data::Format::AmazonJson,
+                        &inputs,
+                        &mtrec_data::ReadOptions {
+                            category_rule: rule,
+                            ..Default::default()
+                        },
+                        &mtrec_data::PrepareConfig {
+                            seed: cfg.data_seed,
+                            ..Default::default()
+                        },
+                    )?;
+                    ds.save(&dir, true)?;
+                    ds
+                }
+            };
+            return Ok(Dataset {
+                name: spec.name.clone(),
+                source: format!("Amazon 2014 5-core {cat} (the paper's data)"),
+                real_paper_data: true,
+                dir,
+                fingerprint: mtrec_train::dataset_fingerprint(&ds),
+                ds,
+                world: None,
+            });
+        }
+    }
+    let preset = spec.synth.as_deref().with_context(|| {
+        format!(
+            "dataset '{}': the Amazon files are not in data/cache/amazon2014 (`mtrec download --dataset {}`) and no `synth` fallback is set",
+            spec.name,
+            spec.amazon.as_deref().unwrap_or("?")
+        )
+    })?;
+    let world = base.join(format!("world-{preset}-s{}", cfg.data_seed));
+    let dir = base.join(format!("prepared-{preset}-s{}", cfg.data_seed));
+    let ds = match (
+        world.join("world.json").exists(),
+        PreparedDataset::load(&dir),
+    ) {
+        (true, Ok(ds)) => ds,
+        _ => {
+            let scfg = mtrec_synth::SynthConfig::preset(preset, cfg.data_seed)?;
+            mtrec_synth::synthesize(&scfg, &world, true)?;
+            let ds = mtrec_data::prepare_files(
+                mtrec_data::Format::Csv,
+                &[world.join(mtrec_synth::files::INTERACTIONS)],
+                &mtrec_data::ReadOptions::default(),
+                &mtrec_data::PrepareConfig {
+                    seed: cfg.data_seed,
+                    ..Default::default()
+                },
+            )?;
+            ds.save(&dir, true)?;
+            ds
+        }
+    };
+    let c = &ds.manifest.counts;
+    Ok(Dataset {
+        name: spec.name.clone(),
+        source: format!(
+            "simulator preset {preset} (seed {}; {} users, {} items, {} engagements){}",
+            cfg.data_seed,
+            c.users,
+            c.items,
+            c.interactions,
+            if spec.amazon.is_some() {
+                " standing in for the Amazon files, which are not downloaded"
+            } else {
+                ""
+            }
+        ),
+        real_paper_data: false,
+        dir,
+        fingerprint: mtrec_train::dataset_fingerprint(&ds),
+        ds,
+        world: Some(world),
+    })
+}
+
+/// `--only` filters: each name is a dataset, a model or a variant.
+struct Only {
+    datasets: Vec<String>,
+    models: Vec<String>,
+    variants: Vec<Variant>,
+}
+
+impl Only {
+    fn parse(only: &[String], datasets: &[Dataset], cfg: &Table1Config) -> Result<Only> {
+        let mut o = Only {
+            datasets: vec![],
+            models: vec![],
+            variants: vec![],
+        };
+        for raw in only.iter().flat_map(|s| s.split(',')) {
+            let name = raw.trim();
+            if name.is_empty() {
+                continue;
+            }
+            if let Some(d) = datasets.iter().find(|d| d.name.eq_ignore_ascii_case(name)) {
+                o.datasets.push(d.name.clone());
+            } else if cfg.models.iter().any(|m| m == name) {
+                o.models.push(name.to_owned());
+            } else if let Some(v) = Variant::parse(name) {
+                o.variants.push(v);
+            } else {
+                bail!(
+                    "--only {name}: not a dataset ({}), model ({}) or variant (plain, irl, mtrec) of this grid",
+                    datasets.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", "),
+                    cfg.models.join(", ")
+                );
+            }
+        }
+        Ok(o)
+    }
+
+    fn admits(&self, dataset: &str, model: &str, variant: Variant) -> bool {
+        (self.datasets.is_empty() || self.datasets.iter().any(|d| d == dataset))
+            && (self.models.is_empty() || self.models.iter().any(|m| m == model))
+            && (self.variants.is_empty() || self.variants.contains(&variant))
+    }
+}
+
+/// Every cell of the grid (reward fits before the runs that read them), and for each whether
+/// `--only` selects it.
+fn plan(
+    cfg: &Table1Config,
+    models_dir: &Path,
+    datasets: &[Dataset],
+    runs: &Path,
+    only: &Only,
+) -> Result<(Vec<Cell>, Vec<bool>)> {
+    let p = cfg.active_profile();
+    let mut cells = Vec::new();
+    let mut selected = Vec::new();
+    for (di, d) in datasets.iter().enumerate() {
+        let train_samples = d.ds.manifest.counts.train_samples as f64;
+        let test_samples = d.ds.manifest.counts.test_samples as f64;
+        for model in &cfg.models {
+            let mc = model_settings(p, &cfg.profile, model, models_dir)?;
+            let mc_json = serde_json::to_value(&mc)?;
+            let w = step_cost(model);
+            let dir = runs.join(&d.name).join(model);
+            let mut reward_cell = std::collections::HashMap::new();
+            for kind in [
+                mtrec_reward::RewardKind::IqLearn,
+                mtrec_reward::RewardKind::QrIql,
+            ] {
+                let users: Vec<Variant> = cfg
+                    .variants
+                    .iter()
+                    .copied()
+                    .filter(|v| v.reward_kind() == Some(kind))
+                    .collect();
+                if users.is_empty() {
+                    continue;
+                }
+                let mut rc = reward_settings(p, &cfg.profile, model)?;
+                rc.kind = kind;
+                rc.seed = cfg.reward_seed;
+                let identity = serde_json::json!({
+                    "cell_version": CELL_VERSION,
+                    "cell": "reward",
+                    "dataset": d.fingerprint,
+                    "model": model,
+                    "model_config": mc_json,
+                    "reward": serde_json::to_value(&rc)?,
+                });
+                let units = w
+                    * (rc.steps as f64 * rc.batch_size as f64 / 128.0 * 3.0
+                        + train_samples / 128.0);
+                reward_cell.insert(kind, cells.len());
+                selected.push(users.iter().any(|&v| only.admits(&d.name, model, v)));
+                cells.push(Cell {
+                    dataset: di,
+                    model: model.clone(),
+                    kind: CellKind::Reward(kind),
+                    dir: dir.join(format!("reward-{}", kind.as_str())),
+                    hash: sha256_json(&identity),
+                    identity,
+                    units,
+                    model_config: mc.clone(),
+                    train: None,
+                    reward: Some(rc),
+                    needs: None,
+                    ranking: None,
+                    ranking_seed: cfg.data_seed,
+                });
+            }
+            let base = train_settings(p, &cfg.profile, model)?;
+            for &v in &cfg.variants {
+                for &seed in &cfg.seeds {
+                    let mut t = base.clone();
+                    t.seed = seed;
+                    t.kappa = if v == Variant::Plain { 0.0 } else { cfg.kappa };
+                    let needs = v.reward_kind().map(|k| reward_cell[&k]);
+                    let ranking = d.world.as_ref().map(|_| p.ranking.clone());
+                    let identity = serde_json::json!({
+                        "cell_version": CELL_VERSION,
+                        "cell": "train",
+                        "dataset": d.fingerprint,
+                        "model": model,
+                        "model_config": mc_json,
+                        "train": serde_json::to_value(&t)?,
+                        "rewards": needs.map(|i: usize| cells[i].hash.clone()),
+                        "ranking": ranking.as_ref().map(|r| serde_json::json!({
+                            "spec": r, "seed": cfg.data_seed,
+                        })),
+                    });
+                    let steps = match t.max_steps {
+                        Some(s) => s as f64,
+                        None => t.epochs as f64 * train_samples / t.batch_size as f64,
+                    };
+                    let units = w
+                        * (steps.min(t.epochs as f64 * train_samples / t.batch_size as f64)
+                            * t.batch_size as f64
+                            / 128.0
+                            + 2.0 * test_samples / 128.0 / 3.0);
+                    selected.push(only.admits(&d.name, model, v));
+                    cells.push(Cell {
+                        dataset: di,
+                        model: model.clone(),
+                        kind: CellKind::Train(v, seed),
+                        dir: dir.join(format!("{}-s{seed}", v.as_str())),
+                        hash: sha256_json(&identity),
+                        identity,
+                        units,
+                        model_config: mc.clone(),
+                        train: Some(t),
+                        reward: None,
+                        needs,
+                        ranking,
+                        ranking_seed: cfg.data_seed,
+                    });
+                }
+            }
+        }
+    }
+    // A selected aligned run selects its reward fit.
+    for i in 0..cells.len() {
+        if selected[i] {
+            if let Some(n) = cells[i].needs {
+                selected[n] = true;
+            }
+        }
+    }
+    Ok((cells, selected))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let started = Instant::now();
+    let cfg_path = if args.config.exists() {
+        args.config.clone()
+    } else {
+        crate::root().join(&args.config)
+    };
+    let mut cfg = Table1Config::read(&cfg_path)?;
+    if let Some(p) = &args.profile {
+        cfg.profile = p.clone();
+    }
+    if let Some(s) = &args.seeds {
+        cfg.seeds = s.clone();
+    }
+    cfg.validate(&cfg_path)?;
+    let datasets = resolve_datasets(&cfg, &args.datasets, &args.runs)?;
+    let only = Only::parse(&args.only, &datasets, &cfg)?;
+    // Backbone settings live beside the experiment file: experiments/models/<name>.yaml.
+    let models_dir = cfg_path
+        .parent()
+        .map(|p| p.join("models"))
+        .unwrap_or_else(|| PathBuf::from("models"));
+    let (cells, selected) = plan(&cfg, &models_dir, &datasets, &args.runs, &only)?;
+    for d in &datasets {
+        eprintln!("{}: {}", d.name, d.source);
+    }
+
+    let todo: Vec<usize> = (0..cells.len())
+        .filter(|&i| selected[i] && cells[i].finished().is_none())
+        .collect();
+    let total: f64 = (0..cells.len())
+        .filter(|&i| selected[i])
+        .map(|i| cells[i].units)
+        .sum();
+    let left: f64 = todo.iter().map(|&i| cells[i].units).sum();
+    eprintln!(
+        "profile {}: {} cells selected of {}, {} finished, {} to run",
+        cfg.profile,
+        selected.iter().filter(|&&s| s).count(),
+        cells.len(),
+        selected.iter().filter(|&&s| s).count() - todo.len(),
+        todo.len()
+    );
+    if args.dry_run {
+        for (i, c) in cells.iter().enumerate() {
+            let state = if c.finished().is_some() {
+                "finished"
+            } else if c.dir.exists() {
+                "started"
+            } else {
+                "new"
+            };
+            println!(
+                "{:<40} {:<9} {:<8} {}",
+                c.label(&datasets),
+                state,
+                if selected[i] { "selected" } else { "" },
+                c.dir.display()
+            );
+        }
+        return Ok(());
+    }
+    if !args.report_only && !todo.is_empty() {
+        run_cells(&cells, &todo, &datasets, total, total - left)?;
+    }
+    let records: Vec<Option<CellRecord>> = cells.iter().map(Cell::finished).collect();
+    let rep = report::build(
+        &cfg,
+        &datasets,
+        &cells,
+        &records,
+        started.elapsed().as_secs_f64(),
+    )?;
+    let files = report::write(&rep, &args.out, &args.runs, &cells, &records, &datasets)?;
+    println!("{}", rep.verdict_text());
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+fn run_cells(
+    cells: &[Cell],
+    todo: &[usize],
+    datasets: &[Dataset],
+    total: f64,
+    done: f64,
+) -> Result<()> {
+    let scale = 1000.0;
+    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new((total * scale) as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {percent:>3}% eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_position((done * scale) as u64);
+    pb.reset_eta();
+    let grid_start = Instant::now();
+    let mut spent_units = 0.0;
+    let remaining: f64 = todo.iter().map(|&i| cells[i].units).sum();
+    for (k, &i) in todo.iter().enumerate() {
+        let c = &cells[i];
+        pb.set_message(format!(
+            "cell {}/{}: {}",
+            k + 1,
+            todo.len(),
+            c.label(datasets)
+        ));
+        let t0 = Instant::now();
+        let rec = run_cell(c, cells, datasets)
+            .with_context(|| format!("cell {} ({})", c.label(datasets), c.dir.display()))?;
+        spent_units += c.units;
+        let elapsed = grid_start.elapsed().as_secs_f64();
+        let eta = elapsed / spent_units * (remaining - spent_units);
+        let line = match (&rec.train, &rec.reward) {
+            (Some(t), _) => format!(
+                "AUC {:.4}  ΔNCIS {:+.3}  ({:.0} samples/s)",
+                t.auc, t.delta_ncis, t.samples_per_s
+            ),
+            (_, Some(r)) => format!(
+                "Q-net test AUC {:.4}  Fig. 3a trend {:+.2}",
+                r.q_test_auc, r.step_trend
+            ),
+            _ => String::new(),
+        };
+        let msg = format!(
+            "[{}/{}] {:<36} {line}  {:.0}s (grid eta {:.0} min)",
+            k + 1,
+            todo.len(),
+            c.label(datasets),
+            t0.elapsed().as_secs_f64(),
+            eta / 60.0
+        );
+        if pb.is_hidden() {
+            eprintln!("{msg}");
+        } else {
+            pb.println(msg);
+        }
+        pb.inc((c.units * scale) as u64);
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+fn run_cell(c: &Cell, cells: &[Cell], datasets: &[Dataset]) -> Result<CellRecord> {
+    let d = &datasets[c.dataset];
+    let t0 = Instant::now();
+    let device = Device::Cpu;
+    let build = mtrec_models::builder(c.model.clone(), c.model_config.clone());
+    // A stale result must not survive a recomputation.
+    let _ = std::fs::remove_file(c.dir.join(CELL_FILE));
+    let truth = match &d.world {
+        Some(w) => {
+            let t = mtrec_truth::GroundTruth::load(w)?;
+            t.check_dataset(&d.ds)?;
+            Some(t)
+        }
+        None => None,
+    };
+    let mut rec = CellRecord {
+        hash: c.hash.clone(),
+        dataset: d.name.clone(),
+        model: c.model.clone(),
+        cell: match c.kind {
+            CellKind::Reward(k) => format!("reward-{}", k.as_str()),
+            CellKind::Train(v, _) => v.as_str().to_owned(),
+        },
+        seed: 0,
+        seconds: 0.0,
+        identity: c.identity.clone(),
+        train: None,
+        reward: None,
+        ranking: None,
+        recovery: None,
+    };
+    match c.kind {
+        CellKind::Reward(_) => {
+            let rc = c.reward.as_ref().context("reward cell without settings")?;
+            rec.seed = rc.seed;
+            let resume = match mtrec_reward::RewardRunConfig::read(&c.dir) {
+                Ok(old) => old.model == c.model && old.reward == *rc,
+                Err(_) => false,
+            };
+            let out = mtrec_reward::fit_reward(
+                &c.dir,
+                &c.model,
+                c.model_config.clone(),
+                &build,
+                &d.ds,
+                &d.dir,
+                rc,
+                &mtrec_reward::FitOptions {
+                    device: device.clone(),
+                    progress: false,
+                    resume,
+                    force: !resume,
+                    stop_after: None,
+                },
+            )?;
+            let m = out
+                .metrics
+                .context("the reward fit stopped before writing its rewards")?;
+            let fig_dir = c.dir.join("figure3");
+            let fig = mtrec_reward::inspect_rewards(
+                &c.dir.join(mtrec_reward::fit::files::REWARDS),
+                &fig_dir,
+            )?;
+            rec.reward = Some(RewardRecord {
+                q_test_auc: m.q_test_auc,
+                train_positive_misorder: m.train_positive_misorder,
+                final_loss: m.final_loss,
+                steps: m.steps,
+                step_trend: fig.step_trend,
+                figure3: fig_dir,
+            });
+            if let Some(t) = &truth {
+                let r = mtrec_truth::evaluate_reward_run(&c.dir, &d.ds, &build, t, &device)?;
+                rec.recovery = Some(serde_json::to_value(&r)?);
+            }
+        }
+        CellKind::Train(_, seed) => {
+            let t = c.train.clone().context("train cell without settings")?;
+            rec.seed = seed;
+            let rewards = c
+                .needs
+                .map(|n| cells[n].dir.join(mtrec_reward::fit::files::REWARDS));
+            let rcfg = mtrec_train::RunConfig {
+                model: c.model.clone(),
+                model_config: c.model_config.clone(),
+                data: d.dir.clone(),
+                rewards,
+                train: t,
+            };
+            let resume = match mtrec_train::RunConfig::read(&c.dir) {
+                Ok(old) => {
+                    old.model == rcfg.model
+                        && old.model_config == rcfg.model_config
+                        && old.train == rcfg.train
+                        && old.rewards.is_some() == rcfg.rewards.is_some()
+                        && c.dir.join(mtrec_train::run::files::CHECKPOINT).exists()
+                }
+                Err(_) => false,
+            };
+            let m = mtrec_train::train_run(
+                &c.dir,
+                &rcfg,
+                &d.ds,
+                &build,
+                &mtrec_train::RunOptions {
+                    resume,
+                    force: !resume,
+                    progress: mtrec_train::Progress::Hidden,
+                    device: device.clone(),
+                    ncis: Default::default(),
+                },
+            )?;
+            rec.train = Some(TrainRecord {
+                auc: m.test.auc,
+                auc_all_steps: m.test.auc_all_steps,
+                gauc: m.test.gauc,
+                logloss: m.test.logloss,
+                ncis: m.test.ncis,
+                ncis_init: m.test.ncis_init,
+                delta_ncis: m.test.delta_ncis,
+                ess: m.test.ess,
+                steps: m.training.steps,
+                samples_per_s: m.training.samples_per_s,
+            });
+            if let (Some(truth), Some(spec)) = (&truth, &c.ranking) {
+                let rk = mtrec_truth::RankingConfig {
+                    candidates: spec.candidates,
+                    k: spec.top_k,
+                    seed: c.ranking_seed,
+                    max_steps_per_user: spec.steps_per_user,
+                };
+                let r =
+                    mtrec_truth::evaluate_train_run(&c.dir, &d.ds, &build, truth, &rk, &device)?;
+                rec.ranking = Some(serde_json::to_value(&r)?);
+            }
+        }
+    }
+    rec.seconds = t0.elapsed().as_secs_f64();
+    let json = serde_json::to_vec_pretty(&rec)?;
+    write_atomic(&c.dir.join(CELL_FILE), &json)?;
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A grid small enough for the test suite: the `tiny` world, one backbone, two seeds, a few
+    /// steps per cell.
+    fn tiny_config(dir: &Path) -> PathBuf {
+        let text = r#"
+profile: smoke
+datasets:
+  - name: Tiny
+    synth: tiny
+models: [widedeep]
+variants: [plain, irl, mtrec]
+seeds: [1, 2]
+kappa: 0.2
+data_seed: 7
+reward_seed: 7
+profiles:
+  smoke:
+    train: {epochs: 1, max_steps: 4, batch_size: 32, eval_batch_size: 256}
+    reward: {base: smoke, steps: 4, batch_size: 32, eval_batch_size: 256}
+    models:
+      widedeep: {embedding_dim: 4, hidden: [8]}
+    ranking: {candidates: 5, top_k: 2, steps_per_user: 1}
+"#;
+        let p = dir.join("table1.yaml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn args(dir: &Path, only: &[&str]) -> Args {
+        Args {
+            config: tiny_config(dir),
+            profile: None,
+            seeds: None,
+            datasets: vec![],
+            only: only.iter().map(|s| s.to_string()).collect(),
+            runs: dir.join("runs"),
+            out: dir.join("results"),
+            dry_run: false,
+            report_only: false,
+        }
+    }
+
+    fn stamps(runs: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
+        let mut v = Vec::new();
+        for m in [
+            "reward-iq-learn",
+            "reward-qr-iql",
+            "plain-s1",
+            "plain-s2",
+            "irl-s1",
+            "irl-s2",
+            "mtrec-s1",
+            "mtrec-s2",
+        ] {
+            let p = runs.join("Tiny/widedeep").join(m).join(CELL_FILE);
+            if let Ok(meta) = std::fs::metadata(&p) {
+                v.push((p, meta.modified().unwrap()));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn grid_runs_resumes_and_reports() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // Only the plain runs: no reward fit is needed.
+        run(args(dir, &["plain"])).unwrap();
+        let first = stamps(&dir.join("runs"));
+        assert_eq!(first.len(), 2, "{first:?}");
+        // The whole grid: the finished plain cells are kept, the rest runs.
+        run(args(dir, &[])).unwrap();
+        let second = stamps(&dir.join("runs"));
+        assert_eq!(second.len(), 8);
+        for (p, t) in &first {
+            assert!(
+                second.contains(&(p.clone(), *t)),
+                "{} was recomputed",
+                p.display()
+            );
+        }
+        // Nothing left to do: nothing is rewritten.
+        run(args(dir, &[])).unwrap();
+        assert_eq!(stamps(&dir.join("runs")), second);
+
+        let md = std::fs::read_to_string(dir.join("results/table1.md")).unwrap();
+        assert!(md.contains("| Wide&Deep-MTRec |"), "{md}");
+        assert!(md.contains("simulator preset tiny"), "{md}");
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("results/table1.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["cells_finished"], 8);
+        let rows = json["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 3);
+        for r in rows {
+            let c = &r["cells"][0];
+            assert_eq!(c["auc"]["n"], 2, "{c}");
+            let auc = c["auc"]["mean"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&auc));
+            assert!(c["true_reward_at_k"]["mean"].as_f64().unwrap().is_finite());
+        }
+        let paired = json["paired"].as_array().unwrap();
+        assert_eq!(paired.len(), 3);
+        assert!(json["rewards"].as_array().unwrap().len() == 2);
+        let csv = std::fs::read_to_string(dir.join("results/table1.csv")).unwrap();
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with("Tiny,widedeep,mtrec,auc,")),
+            "{csv}"
+        );
+        assert!(dir.join("results/table1-rq3/Tiny/widedeep-qr-iql").is_dir());
+
+        // A cell killed after its checkpoint but before `cell.json` resumes from the checkpoint
+        // and ends where the uninterrupted cell did.
+        let killed = dir.join("runs/Tiny/widedeep/mtrec-s1");
+        let old: CellRecord =
+            serde_json::from_slice(&std::fs::read(killed.join(CELL_FILE)).unwrap()).unwrap();
+        std::fs::remove_file(killed.join(CELL_FILE)).unwrap();
+        std::fs::remove_file(killed.join("metrics.json")).unwrap();
+        run(args(dir, &["mtrec"])).unwrap();
+        let new: CellRecord =
+            serde_json::from_slice(&std::fs::read(killed.join(CELL_FILE)).unwrap()).unwrap();
+        let (a, b) = (old.train.unwrap(), new.train.unwrap());
+        assert_eq!(
+            (a.auc, a.delta_ncis, a.steps),
+            (b.auc, b.delta_ncis, b.steps)
+        );
+        assert_eq!(old.ranking, new.ranking);
+
+        // A changed setting recomputes exactly the cells it defines: kappa leaves plain alone.
+        let before = stamps(&dir.join("runs"));
+        let a = args(dir, &[]);
+        let text = std::fs::read_to_string(&a.config)
+            .unwrap()
+            .replace("kappa: 0.2", "kappa: 0.5");
+        let a2 = Args {
+            config: dir.join("edited.yaml"),
+            ..a
+        };
+        std::fs::write(&a2.config, text).unwrap();
+        run(a2).unwrap();
+        let after = stamps(&dir.join("runs"));
+        for ((p, t0), (_, t1)) in before.iter().zip(&after) {
+            let name = p
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let kept = t0 == t1;
+            let should_keep = name.starts_with("plain") || name.starts_with("reward");
+            assert_eq!(kept, should_keep, "{name}");
+        }
+    }
+
+    #[test]
+    fn only_names_must_exist() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = run(args(tmp.path(), &["gpt"])).unwrap_err();
+        assert!(e.to_string().contains("--only gpt"), "{e}");
+    }
+}
