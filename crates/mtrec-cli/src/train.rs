@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::Device;
 use clap::Args;
 use mtrec_data::PreparedDataset;
@@ -101,20 +101,7 @@ pub struct ModelsArgs {
 }
 
 pub(crate) fn device(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let n = s
-                .strip_prefix("cuda:")
-                .map(|n| n.parse::<usize>())
-                .transpose()
-                .with_context(|| format!("--device {s}: expected cuda:<number>"))?
-                .unwrap_or(0);
-            Device::new_cuda(n)
-                .map_err(|e| anyhow::anyhow!("--device {s}: {}", mtrec_train::candle_message(&e)))
-        }
-        s => bail!("--device {s}: expected cpu, cuda or cuda:<N>"),
-    }
+    Ok(mtrec_train::parse_device(spec)?)
 }
 
 fn absolute(p: &Path) -> PathBuf {

@@ -70,8 +70,8 @@ pub use run::{
     RunOptions, TrainingSummary,
 };
 pub use trainer::{
-    build_model, dataset_fingerprint, validation_users, vocab_of, BuildBackbone, CheckpointMeta,
-    EpochRecord, Progress, RunInfo, StopReason, TrainState, Trainer,
+    build_model, dataset_fingerprint, parse_device, validation_users, vocab_of, BuildBackbone,
+    CheckpointMeta, EpochRecord, Progress, RunInfo, StopReason, TrainState, Trainer,
 };
 
 #[cfg(test)]

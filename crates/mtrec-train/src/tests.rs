@@ -422,3 +422,12 @@ fn run_folders_refuse_what_they_should() {
         .to_string();
     assert!(e.contains("not the one this run was trained on"), "{e}");
 }
+
+#[test]
+fn device_flags_parse_or_name_the_problem() {
+    assert!(crate::parse_device("cpu").unwrap().is_cpu());
+    let e = crate::parse_device("gpu").unwrap_err().to_string();
+    assert!(e.contains("--device gpu") && e.contains("cuda:<N>"), "{e}");
+    let e = crate::parse_device("cuda:x").unwrap_err().to_string();
+    assert!(e.contains("cuda:<number>"), "{e}");
+}

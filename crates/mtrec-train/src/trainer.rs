@@ -77,6 +77,25 @@ pub fn build_model(
     Ok((vm, model))
 }
 
+/// The device of a `--device` flag: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda`
+/// feature; without it candle's error says so).
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let bad = |m: String| TrainError::Config(format!("--device {spec}: {m}"));
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let n = match s.strip_prefix("cuda:") {
+                Some(n) => n
+                    .parse::<usize>()
+                    .map_err(|_| bad("expected cuda:<number>".into()))?,
+                None => 0,
+            };
+            Device::new_cuda(n).map_err(|e| bad(crate::error::candle_message(&e)))
+        }
+        _ => Err(bad("expected cpu, cuda or cuda:<N>".into())),
+    }
+}
+
 /// A fingerprint of a prepared dataset: SHA-256 of its provenance (input hashes, rules, counts),
 /// not of where it lives. Two preparations of the same inputs with the same rules agree.
 pub fn dataset_fingerprint(ds: &PreparedDataset) -> String {

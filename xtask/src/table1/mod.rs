@@ -69,6 +69,10 @@ pub struct Args {
     /// Rebuild the report from the finished cells, run nothing.
     #[arg(long)]
     report_only: bool,
+    /// cpu, or cuda / cuda:N (build with `--features cuda`). Results on another device may differ
+    /// in the last digits; the cell hash does not include the device.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// A dataset ready for the grid.
@@ -615,7 +619,8 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     if !args.report_only && !todo.is_empty() {
-        run_cells(&cells, &todo, &datasets, total, total - left)?;
+        let device = mtrec_train::parse_device(&args.device)?;
+        run_cells(&cells, &todo, &datasets, total, total - left, &device)?;
     }
     let records: Vec<Option<CellRecord>> = cells.iter().map(Cell::finished).collect();
     let rep = report::build(
@@ -639,6 +644,7 @@ fn run_cells(
     datasets: &[Dataset],
     total: f64,
     done: f64,
+    device: &Device,
 ) -> Result<()> {
     let scale = 1000.0;
     let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -667,7 +673,7 @@ fn run_cells(
             c.label(datasets)
         ));
         let t0 = Instant::now();
-        let rec = run_cell(c, cells, datasets)
+        let rec = run_cell(c, cells, datasets, device)
             .with_context(|| format!("cell {} ({})", c.label(datasets), c.dir.display()))?;
         spent_units += c.units;
         let elapsed = grid_start.elapsed().as_secs_f64();
@@ -702,10 +708,9 @@ fn run_cells(
     Ok(())
 }
 
-fn run_cell(c: &Cell, cells: &[Cell], datasets: &[Dataset]) -> Result<CellRecord> {
+fn run_cell(c: &Cell, cells: &[Cell], datasets: &[Dataset], device: &Device) -> Result<CellRecord> {
     let d = &datasets[c.dataset];
     let t0 = Instant::now();
-    let device = Device::Cpu;
     let build = mtrec_models::builder(c.model.clone(), c.model_config.clone());
     // A stale result must not survive a recomputation.
     let _ = std::fs::remove_file(c.dir.join(CELL_FILE));
@@ -774,7 +779,7 @@ fn run_cell(c: &Cell, cells: &[Cell], datasets: &[Dataset]) -> Result<CellRecord
                 figure3: fig_dir,
             });
             if let Some(t) = &truth {
-                let r = mtrec_truth::evaluate_reward_run(&c.dir, &d.ds, &build, t, &device)?;
+                let r = mtrec_truth::evaluate_reward_run(&c.dir, &d.ds, &build, t, device)?;
                 rec.recovery = Some(serde_json::to_value(&r)?);
             }
         }
@@ -833,8 +838,7 @@ fn run_cell(c: &Cell, cells: &[Cell], datasets: &[Dataset]) -> Result<CellRecord
                     seed: c.ranking_seed,
                     max_steps_per_user: spec.steps_per_user,
                 };
-                let r =
-                    mtrec_truth::evaluate_train_run(&c.dir, &d.ds, &build, truth, &rk, &device)?;
+                let r = mtrec_truth::evaluate_train_run(&c.dir, &d.ds, &build, truth, &rk, device)?;
                 rec.ranking = Some(serde_json::to_value(&r)?);
             }
         }
@@ -887,6 +891,7 @@ profiles:
             out: dir.join("results"),
             dry_run: false,
             report_only: false,
+            device: "cpu".into(),
         }
     }
 

@@ -124,6 +124,8 @@ pub struct CellStats {
     pub ndcg_at_k: Option<Stat>,
     pub oracle_reward_at_k: Option<Stat>,
     pub random_reward: Option<Stat>,
+    /// `(reward@k − random)/(oracle@k − random)`: 0 = random, 1 = oracle.
+    pub gain_captured: Option<Stat>,
     /// The paper's (AUC, NCIS) on the real dataset of this name.
     pub paper: Option<(f64, f64)>,
 }
@@ -270,6 +272,7 @@ pub fn build(
                     ndcg_at_k: stat(&recs, |r| num(&r.ranking, "ndcg_at_k")),
                     oracle_reward_at_k: stat(&recs, |r| num(&r.ranking, "oracle_mean_reward_at_k")),
                     random_reward: stat(&recs, |r| num(&r.ranking, "random_mean_reward")),
+                    gain_captured: stat(&recs, |r| num(&r.ranking, "gain_captured_at_k")),
                     paper: paper::value(&d.name, model, variant),
                 });
             }
@@ -539,18 +542,19 @@ impl Report {
             }
         }
         if truth {
-            s.push_str("\n## Ground-truth alignment (simulator data)\n\nEach test step's candidates ranked by the recommender; the gain is the user's true expected mental reward (`mtrec-truth`).\n\n| Model | Dataset | true reward of top k | NDCG@k | oracle top k | random |\n|---|---|---|---|---|---|\n");
+            s.push_str("\n## Ground-truth alignment (simulator data)\n\nEach test step's candidates ranked by the recommender; the gain is the user's true expected mental reward (`mtrec-truth`).\n\n| Model | Dataset | true reward of top k | NDCG@k | gain captured | oracle top k | random |\n|---|---|---|---|---|---|---|\n");
             for r in &self.rows {
                 for c in &r.cells {
                     if c.true_reward_at_k.is_none() {
                         continue;
                     }
                     s.push_str(&format!(
-                        "| {} | {} | {} | {} | {} | {} |\n",
+                        "| {} | {} | {} | {} | {} | {} | {} |\n",
                         row_name(&r.model, r.variant),
                         c.dataset,
                         opt(&c.true_reward_at_k, 4),
                         opt(&c.ndcg_at_k, 4),
+                        opt(&c.gain_captured, 3),
                         opt(&c.oracle_reward_at_k, 4),
                         opt(&c.random_reward, 4)
                     ));
@@ -595,28 +599,12 @@ impl Report {
                     ("logloss", &c.logloss, None),
                     ("true_reward_at_k", &c.true_reward_at_k, None),
                     ("ndcg_at_k", &c.ndcg_at_k, None),
+                    ("gain_captured_at_k", &c.gain_captured, None),
                 ];
                 for (name, st, p) in metrics {
                     if let Some(st) = st {
-                        s.push_str(&format!(
-                            "{},{},{},{name},{},{},{},{},{}\n",
-                            c.dataset,
-                            r.model,
-                            r.variant.as_str(),
-                            st.mean,
-                            if st.ci95.is_finite() {
-                                st.ci95.to_string()
-                            } else {
-                                String::new()
-                            },
-                            st.n,
-                            st.values
-                                .iter()
-                                .map(|v| v.to_string())
-                                .collect::<Vec<_>>()
-                                .join(";"),
-                            p.map(|x| x.to_string()).unwrap_or_default()
-                        ));
+                        let key = [c.dataset.as_str(), &r.model, r.variant.as_str(), name];
+                        s.push_str(&csv_row(&key, st, p));
                     }
                 }
             }
@@ -628,29 +616,33 @@ impl Report {
                 ("true_reward_at_k", &p.true_reward_at_k),
             ] {
                 if let Some(st) = st {
-                    s.push_str(&format!(
-                        "{},{},{},{name}_paired_difference,{},{},{},{},\n",
-                        p.dataset,
-                        p.model,
-                        p.comparison.replace(' ', ""),
-                        st.mean,
-                        if st.ci95.is_finite() {
-                            st.ci95.to_string()
-                        } else {
-                            String::new()
-                        },
-                        st.n,
-                        st.values
-                            .iter()
-                            .map(|v| v.to_string())
-                            .collect::<Vec<_>>()
-                            .join(";"),
-                    ));
+                    let metric = format!("{name}_paired_difference");
+                    let comparison = p.comparison.replace(' ', "");
+                    let key = [p.dataset.as_str(), &p.model, &comparison, &metric];
+                    s.push_str(&csv_row(&key, st, None));
                 }
             }
         }
         s
     }
+}
+
+/// `dataset,model,variant,metric,mean,ci95,n,values,paper` (empty fields where undefined).
+fn csv_row(key: &[&str; 4], st: &Stat, paper: Option<f64>) -> String {
+    let ci = if st.ci95.is_finite() {
+        st.ci95.to_string()
+    } else {
+        String::new()
+    };
+    let values: Vec<String> = st.values.iter().map(|v| v.to_string()).collect();
+    let paper = paper.map(|x| x.to_string()).unwrap_or_default();
+    format!(
+        "{},{},{ci},{},{},{paper}\n",
+        key.join(","),
+        st.mean,
+        st.n,
+        values.join(";")
+    )
 }
 
 /// Writes `table1.{md,csv,json}` into `out` and copies each reward fit's Figure 3 into
