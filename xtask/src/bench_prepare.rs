@@ -77,6 +77,7 @@ pub fn run(args: Args) -> Result<()> {
             &[reviews.clone(), meta.clone()],
             &dir.join("prepared-mtrec"),
             1234,
+            mtrec_data::CategoryRule::LastOfLast,
         )?;
         ours = ours.min(start.elapsed().as_secs_f64());
         stats = ds.stats().to_string();

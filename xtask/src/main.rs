@@ -118,48 +118,61 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// `mtrec prepare` as a library call: reads `inputs`, prepares and writes `out` (replacing it).
+/// `mtrec prepare` of Amazon 2014 JSON as a library call: reads `inputs` with the category
+/// `rule`, prepares and writes `out` (replacing it).
 /// xtask calls the libraries in-process rather than a nested `cargo build` of the binary, which would
 /// see the environment of `cargo run` and rebuild dependencies.
 pub fn prepare_amazon(
     inputs: &[PathBuf],
     out: &Path,
     seed: u64,
+    rule: mtrec_data::CategoryRule,
 ) -> Result<mtrec_data::PreparedDataset> {
     let cfg = mtrec_data::PrepareConfig {
         seed,
         ..mtrec_data::PrepareConfig::default()
     };
-    let ds = mtrec_data::prepare_files(
-        mtrec_data::Format::AmazonJson,
-        inputs,
-        &mtrec_data::ReadOptions::default(),
-        &cfg,
-    )?;
+    let read = mtrec_data::ReadOptions {
+        category_rule: rule,
+        ..mtrec_data::ReadOptions::default()
+    };
+    let ds = mtrec_data::prepare_files(mtrec_data::Format::AmazonJson, inputs, &read, &cfg)?;
     ds.save(out, true)?;
     Ok(ds)
+}
+
+/// Simulates the world of `preset` into `world_dir` and prepares its log into `prepared_dir` (both
+/// replaced), as `mtrec synth` and `mtrec prepare --format csv` would.
+pub fn synthesize_and_prepare(
+    preset: &str,
+    seed: u64,
+    world_dir: &Path,
+    prepared_dir: &Path,
+) -> Result<(mtrec_synth::World, mtrec_data::PreparedDataset)> {
+    let cfg = mtrec_synth::SynthConfig::preset(preset, seed)?;
+    let (world, _) = mtrec_synth::synthesize(&cfg, world_dir, true)?;
+    let prep = mtrec_data::PrepareConfig {
+        seed,
+        ..mtrec_data::PrepareConfig::default()
+    };
+    let ds = mtrec_data::prepare_files(
+        mtrec_data::Format::Csv,
+        &[world_dir.join(mtrec_synth::files::INTERACTIONS)],
+        &mtrec_data::ReadOptions::default(),
+        &prep,
+    )?;
+    ds.save(prepared_dir, true)?;
+    Ok((world, ds))
 }
 
 /// The README's main job on the embedded default data: the simulator's `electronics-small` and
 /// `books-small` worlds, each prepared like a real log, with their statistics and ground truth.
 fn quickstart(dir: &Path, seed: u64) -> Result<()> {
     for preset in ["electronics-small", "books-small"] {
-        let cfg = mtrec_synth::SynthConfig::preset(preset, seed)?;
         let world_dir = dir.join(preset).join("world");
-        let (world, _) = mtrec_synth::synthesize(&cfg, &world_dir, true)?;
-        let truth = world.summary();
         let prepared = dir.join(preset).join("prepared");
-        let prep = mtrec_data::PrepareConfig {
-            seed,
-            ..mtrec_data::PrepareConfig::default()
-        };
-        let ds = mtrec_data::prepare_files(
-            mtrec_data::Format::Csv,
-            &[world_dir.join(mtrec_synth::files::INTERACTIONS)],
-            &mtrec_data::ReadOptions::default(),
-            &prep,
-        )?;
-        ds.save(&prepared, true)?;
+        let (world, ds) = synthesize_and_prepare(preset, seed, &world_dir, &prepared)?;
+        let truth = world.summary();
         println!("== {preset} (seed {seed}) ==");
         print!("{}", ds.stats());
         println!(

@@ -307,20 +307,7 @@ fn resolve_one(spec: &config::DatasetSpec, cfg: &Table1Config, runs: &Path) -> R
                     } else {
                         mtrec_data::CategoryRule::LastOfLast
                     };
-                    let ds = mtrec_data::prepare_files(
-                        mtrec_data::Format::AmazonJson,
-                        &inputs,
-                        &mtrec_data::ReadOptions {
-                            category_rule: rule,
-                            ..Default::default()
-                        },
-                        &mtrec_data::PrepareConfig {
-                            seed: cfg.data_seed,
-                            ..Default::default()
-                        },
-                    )?;
-                    ds.save(&dir, true)?;
-                    ds
+                    crate::prepare_amazon(&inputs, &dir, cfg.data_seed, rule)?
                 }
             };
             return Ok(Dataset {
@@ -348,21 +335,7 @@ fn resolve_one(spec: &config::DatasetSpec, cfg: &Table1Config, runs: &Path) -> R
         PreparedDataset::load(&dir),
     ) {
         (true, Ok(ds)) => ds,
-        _ => {
-            let scfg = mtrec_synth::SynthConfig::preset(preset, cfg.data_seed)?;
-            mtrec_synth::synthesize(&scfg, &world, true)?;
-            let ds = mtrec_data::prepare_files(
-                mtrec_data::Format::Csv,
-                &[world.join(mtrec_synth::files::INTERACTIONS)],
-                &mtrec_data::ReadOptions::default(),
-                &mtrec_data::PrepareConfig {
-                    seed: cfg.data_seed,
-                    ..Default::default()
-                },
-            )?;
-            ds.save(&dir, true)?;
-            ds
-        }
+        _ => crate::synthesize_and_prepare(preset, cfg.data_seed, &world, &dir)?.1,
     };
     let c = &ds.manifest.counts;
     Ok(Dataset {
@@ -630,7 +603,7 @@ pub fn run(args: Args) -> Result<()> {
         &records,
         started.elapsed().as_secs_f64(),
     )?;
-    let files = report::write(&rep, &args.out, &args.runs, &cells, &records, &datasets)?;
+    let files = report::write(&rep, &args.out)?;
     println!("{}", rep.verdict_text());
     for f in files {
         println!("wrote {}", f.display());
@@ -661,6 +634,20 @@ fn run_cells(
     );
     pb.set_position((done * scale) as u64);
     pb.reset_eta();
+    // Each world's truth is read and checked against its dataset once, for all its cells.
+    let truths = datasets
+        .iter()
+        .map(|d| {
+            d.world
+                .as_ref()
+                .map(|w| -> Result<_> {
+                    let t = mtrec_truth::GroundTruth::load(w)?;
+                    t.check_dataset(&d.ds)?;
+                    Ok(t)
+                })
+                .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
     let grid_start = Instant::now();
     let mut spent_units = 0.0;
     let remaining: f64 = todo.iter().map(|&i| cells[i].units).sum();
@@ -673,7 +660,7 @@ fn run_cells(
             c.label(datasets)
         ));
         let t0 = Instant::now();
-        let rec = run_cell(c, cells, datasets, device)
+        let rec = run_cell(c, cells, datasets, &truths, device)
             .with_context(|| format!("cell {} ({})", c.label(datasets), c.dir.display()))?;
         spent_units += c.units;
         let elapsed = grid_start.elapsed().as_secs_f64();
@@ -708,20 +695,19 @@ fn run_cells(
     Ok(())
 }
 
-fn run_cell(c: &Cell, cells: &[Cell], datasets: &[Dataset], device: &Device) -> Result<CellRecord> {
+fn run_cell(
+    c: &Cell,
+    cells: &[Cell],
+    datasets: &[Dataset],
+    truths: &[Option<mtrec_truth::GroundTruth>],
+    device: &Device,
+) -> Result<CellRecord> {
     let d = &datasets[c.dataset];
     let t0 = Instant::now();
     let build = mtrec_models::builder(c.model.clone(), c.model_config.clone());
     // A stale result must not survive a recomputation.
     let _ = std::fs::remove_file(c.dir.join(CELL_FILE));
-    let truth = match &d.world {
-        Some(w) => {
-            let t = mtrec_truth::GroundTruth::load(w)?;
-            t.check_dataset(&d.ds)?;
-            Some(t)
-        }
-        None => None,
-    };
+    let truth = truths[c.dataset].as_ref();
     let mut rec = CellRecord {
         hash: c.hash.clone(),
         dataset: d.name.clone(),

@@ -395,18 +395,14 @@ impl Report {
     pub fn verdict_text(&self) -> String {
         let mut out = String::new();
         for d in &self.datasets {
-            let mut claims: Vec<&str> = self
-                .verdicts
-                .iter()
-                .filter(|v| v.dataset == d.name)
-                .map(|v| v.claim.as_str())
-                .collect();
-            claims.dedup();
-            let mut seen = std::collections::HashSet::new();
-            for claim in claims {
-                if !seen.insert(claim) {
-                    continue;
+            // Each claim once, in the order first met.
+            let mut claims: Vec<&str> = Vec::new();
+            for v in self.verdicts.iter().filter(|v| v.dataset == d.name) {
+                if !claims.contains(&v.claim.as_str()) {
+                    claims.push(&v.claim);
                 }
+            }
+            for claim in claims {
                 let vs: Vec<&Verdict> = self
                     .verdicts
                     .iter()
@@ -647,14 +643,7 @@ fn csv_row(key: &[&str; 4], st: &Stat, paper: Option<f64>) -> String {
 
 /// Writes `table1.{md,csv,json}` into `out` and copies each reward fit's Figure 3 into
 /// `out/table1-rq3/<dataset>/<model>-<kind>/`.
-pub fn write(
-    rep: &Report,
-    out: &Path,
-    _runs: &Path,
-    _cells: &[Cell],
-    _records: &[Option<CellRecord>],
-    _datasets: &[Dataset],
-) -> Result<Vec<PathBuf>> {
+pub fn write(rep: &Report, out: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for (name, bytes) in [
         ("table1.md", rep.markdown().into_bytes()),
