@@ -5,7 +5,8 @@
 //! For each model: Electronics-sized vocabularies ([`ELECTRONICS`]), the model's default (official)
 //! configuration, a CTR head, seeded weights, Adam (lr 1e-3), and [`N_BATCHES`] pre-built random
 //! batches in the model's own layout (history cap, padding, alignment), with history lengths
-//! uniform in `1..=min(--history-cap, layout.max_history)`. One step = forward (training mode) +
+//! uniform in `1..=min(--history-cap, layout.max_history)` or (`--lengths amazon`) drawn from the
+//! real Amazon Beauty distribution ([`AMAZON_LENGTHS`]). One step = forward (training mode) +
 //! BCE (+ the backbone's auxiliary loss) + backward + Adam step, exactly what the trainer does.
 //! After `--warmup` steps, `--steps` steps are timed (fewer when a model passes `--max-seconds`;
 //! the step count is reported). The torch script reads the very same batches from a safetensors
@@ -15,9 +16,9 @@
 //! the pool is built with `--threads` workers; candle reads the same variable
 //! (`candle_core::utils::get_num_threads`) for its gemm and parallel kernels. The torch child gets
 //! `torch.set_num_threads(--threads)` and `OMP_NUM_THREADS` / `MKL_NUM_THREADS`. xtask's global
-//! allocator is mimalloc (`main.rs`), which matters about 2× for candle (`specs/rust-stack.md` §3).
+//! allocator is mimalloc, tuned by `mtrec_alloc::tune` (`main.rs`): about 2× for candle (`specs/rust-stack.md` §3), and another 1.2× once freed memory stays committed.
 //!
-//! Writes `<out>.json` and `<out>.md` (default `results/bench-train.*`) atomically.
+//! Writes `<out>.json` and `<out>.md` (default `results/bench.*`) atomically.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,10 @@ pub struct Args {
     /// Upper bound of the history lengths (each model also applies its own cap).
     #[arg(long, default_value_t = 100)]
     history_cap: usize,
+    /// How history lengths are drawn: `uniform` in 1..=cap, or `amazon`, the distribution of the
+    /// real Amazon 2014 5-core Beauty training samples (mean 8.7, median 4; capped).
+    #[arg(long, value_enum, default_value_t = Lengths::Uniform)]
+    lengths: Lengths,
     /// CPU threads for candle (rayon) and torch.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -88,9 +93,54 @@ pub struct Args {
     #[arg(long, default_value = "PASSIVE")]
     omp_wait_policy: String,
     /// Output path without extension: writes `<out>.json` and `<out>.md`.
-    #[arg(long, default_value = "results/bench-train")]
+    #[arg(long, default_value = "results/bench")]
     out: PathBuf,
 }
+
+/// How [`random_batch`] draws history lengths.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lengths {
+    /// Uniform in `1..=max_len`: a worst case for padding-bound models, mean `max_len / 2`.
+    Uniform,
+    /// [`AMAZON_LENGTHS`]: what training on real Amazon data sees, capped at `max_len`.
+    Amazon,
+}
+
+impl Lengths {
+    fn describe(self) -> &'static str {
+        match self {
+            Lengths::Uniform => "uniform in 1..=min(history_cap, the model's cap)",
+            Lengths::Amazon => {
+                "drawn from the Amazon 2014 5-core Beauty training samples' history lengths \
+                 (mean 8.7, median 4, 99th percentile 71), capped at min(history_cap, the model's cap)"
+            }
+        }
+    }
+
+    fn draw(self, rng: &mut impl Rng, max_len: usize) -> usize {
+        let max_len = max_len.max(1);
+        match self {
+            Lengths::Uniform => rng.random_range(1..=max_len),
+            Lengths::Amazon => {
+                AMAZON_LENGTHS[rng.random_range(0..AMAZON_LENGTHS.len())].min(max_len)
+            }
+        }
+    }
+}
+
+/// The history length of a random training sample of the Amazon 2014 5-core Beauty data
+/// (`../shared/data/amazon2014-5core`, prepared by `mtrec prepare --format s3rec`: 158,556
+/// training samples, mean 8.74), as its 200 quantiles at `(i + 0.5) / 200` (nearest rank). Drawing
+/// one uniformly reproduces the distribution offline, so the benchmark needs no data files.
+pub const AMAZON_LENGTHS: [usize; 200] = [
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
+    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10,
+    10, 11, 11, 11, 11, 12, 12, 12, 13, 13, 13, 14, 14, 15, 15, 15, 16, 16, 17, 18, 18, 19, 20, 21,
+    21, 22, 23, 24, 26, 27, 29, 30, 32, 35, 37, 41, 45, 50, 56, 65, 79, 115,
+];
 
 /// Validated settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +150,7 @@ pub struct Settings {
     pub steps: usize,
     pub warmup: usize,
     pub history_cap: usize,
+    pub lengths: Lengths,
     pub threads: usize,
     pub max_seconds: f64,
     pub seed: u64,
@@ -160,6 +211,7 @@ impl Args {
             steps: self.steps,
             warmup: self.warmup,
             history_cap: self.history_cap,
+            lengths: self.lengths,
             threads: self.threads,
             max_seconds: self.max_seconds,
             seed: self.seed,
@@ -195,7 +247,7 @@ fn random_id(rng: &mut impl Rng, n: usize) -> u32 {
     rng.random_range(1..n.max(2)) as u32
 }
 
-/// One random batch in `layout`: lengths uniform in `1..=max_len`, random users, history items,
+/// One random batch in `layout`: lengths from `lengths` (at most `max_len`), random users, history items,
 /// logged negatives and targets (ids ≥ 1, categories from `cat_of`), labels 0/1. Returns the
 /// columns and the padded width (`max_history` for a fixed layout, the longest history
 /// otherwise).
@@ -206,10 +258,9 @@ pub fn random_batch(
     batch: usize,
     max_len: usize,
     layout: Layout,
+    lengths: Lengths,
 ) -> (HostBatch, usize) {
-    let lengths: Vec<usize> = (0..batch)
-        .map(|_| rng.random_range(1..=max_len.max(1)))
-        .collect();
+    let lengths: Vec<usize> = (0..batch).map(|_| lengths.draw(rng, max_len)).collect();
     let width = match layout.pad {
         PadPolicy::Fixed => layout.max_history,
         PadPolicy::Longest => lengths.iter().copied().max().unwrap_or(1),
@@ -257,13 +308,14 @@ pub fn build_batches(
     layout: Layout,
     batch: usize,
     history_cap: usize,
+    lengths: Lengths,
     seed: u64,
 ) -> Vec<(HostBatch, usize)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let cat_of = category_map(&mut rng, vocab);
     let max_len = max_length(history_cap, layout);
     (0..N_BATCHES)
-        .map(|_| random_batch(&mut rng, vocab, &cat_of, batch, max_len, layout))
+        .map(|_| random_batch(&mut rng, vocab, &cat_of, batch, max_len, layout, lengths))
         .collect()
 }
 
@@ -352,7 +404,7 @@ fn set_threads(n: usize, omp_wait_policy: Option<&str>) -> Result<String> {
     Ok(format!(
         "candle: RAYON_NUM_THREADS={n} set in-process before rayon's global pool is built \
          (rayon::current_num_threads() = {rayon_n}, candle_core::utils::get_num_threads() = \
-         {candle_n}), mimalloc allocator; torch: torch.set_num_threads({n}), \
+         {candle_n}), mimalloc allocator (purge_delay -1, eager arena commit); torch: torch.set_num_threads({n}), \
          OMP_NUM_THREADS=MKL_NUM_THREADS={n}, OMP_WAIT_POLICY={}",
         omp_wait_policy.map(str::to_owned).unwrap_or_else(|| {
             std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "unset".into())
@@ -385,7 +437,14 @@ fn run_candle(name: &str, s: &Settings, batch_file: Option<&Path>) -> Result<Can
     let layout = backbone.layout();
     let model = Model::new(backbone, HeadKind::Ctr, vb)?;
     let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
-    let host = build_batches(ELECTRONICS, layout, s.batch, s.history_cap, s.seed ^ 0x5eed);
+    let host = build_batches(
+        ELECTRONICS,
+        layout,
+        s.batch,
+        s.history_cap,
+        s.lengths,
+        s.seed ^ 0x5eed,
+    );
     let widths: Vec<usize> = host.iter().map(|(_, w)| *w).collect();
     let batches: Vec<Batch> = host
         .into_iter()
@@ -573,8 +632,15 @@ pub fn run(args: Args) -> Result<()> {
     let load_start = load_average();
     println!(
         "bench-train: batch {}, {} warm-up + up to {} timed steps (at most {} s each), \
-         {} threads, history lengths uniform in 1..=min({}, model cap)\n{threads_how}",
-        s.batch, s.warmup, s.steps, s.max_seconds, s.threads, s.history_cap
+         {} threads, history lengths {}\n{threads_how}",
+        s.batch,
+        s.warmup,
+        s.steps,
+        s.max_seconds,
+        s.threads,
+        s.lengths
+            .describe()
+            .replace("history_cap", &s.history_cap.to_string())
     );
 
     let mut rows = Vec::new();
@@ -688,7 +754,8 @@ pub fn run(args: Args) -> Result<()> {
             "steps": s.steps,
             "warmup": s.warmup,
             "history_cap": s.history_cap,
-            "history_lengths": "uniform in 1..=min(history_cap, layout.max_history)",
+            "history_lengths": s.lengths.describe(),
+            "lengths": format!("{:?}", s.lengths).to_lowercase(),
             "threads": s.threads,
             "threads_how": threads_how,
             "max_seconds": s.max_seconds,
@@ -738,14 +805,14 @@ pub fn markdown(r: &Value) -> String {
     let mut md = format!(
         "# Training throughput: candle vs PyTorch\n\n\
          Command: `cargo xtask bench-train --models {} --batch {} --steps {} --warmup {} \
-         --history-cap {} --threads {} --max-seconds {} --omp-wait-policy {}`\n\n\
+         --history-cap {} --lengths {} --threads {} --max-seconds {} --omp-wait-policy {}`\n\n\
          - date: {}\n- machine: {} cores (nproc), {}; load average (1/5/15 min) {} at the start, \
          {} at the end (a load above the thread count means other jobs competed for the cores)\n\
          - versions: candle {}, torch {}, {}\n\
          - threads: {}\n\
          - data: Electronics-sized vocabularies ({} users, {} items, {} categories, ids + padding 0), \
-         {} random batches per model in the model's layout, history lengths uniform in \
-         1..=min({}, the model's cap) (T = padded width); the same batches feed both frameworks\n\
+         {} random batches per model in the model's layout, history lengths {} \
+         (T = padded width); the same batches feed both frameworks\n\
          - step: forward (training mode) + BCE with logits (+ DIEN's auxiliary loss) + backward + \
          {}; each model at its default (official) configuration with a CTR head; {} warm-up steps, \
          then up to {} timed steps (fewer once {} s are spent)\n\n\
@@ -760,6 +827,7 @@ pub fn markdown(r: &Value) -> String {
         st["steps"],
         st["warmup"],
         st["history_cap"],
+        st["lengths"].as_str().unwrap_or("uniform"),
         st["threads"],
         st["max_seconds"],
         st["omp_wait_policy"].as_str().unwrap_or("unset"),
@@ -776,7 +844,7 @@ pub fn markdown(r: &Value) -> String {
         st["vocab"]["items"],
         st["vocab"]["categories"],
         st["batches"],
-        st["history_cap"],
+        text(&st["history_lengths"]).replace("history_cap", &st["history_cap"].to_string()),
         text(&st["optimizer"]),
         st["warmup"],
         st["steps"],
@@ -864,7 +932,7 @@ mod tests {
             (1024, 2, 100, 2)
         );
         assert!(s.torch);
-        assert_eq!(s.out, PathBuf::from("results/bench-train"));
+        assert_eq!(s.out, PathBuf::from("results/bench"));
         assert_eq!(s.omp_wait_policy.as_deref(), Some("PASSIVE"));
         let s = parse(&["--omp-wait-policy", "unset"]).unwrap();
         assert_eq!(s.omp_wait_policy, None);
@@ -946,7 +1014,7 @@ mod tests {
         ];
         for (layout, cap, max_len) in cases {
             assert_eq!(max_length(cap, layout), max_len);
-            let batches = build_batches(ELECTRONICS, layout, 64, cap, 3);
+            let batches = build_batches(ELECTRONICS, layout, 64, cap, Lengths::Uniform, 3);
             assert_eq!(batches.len(), N_BATCHES);
             for (h, width) in &batches {
                 match layout.pad {
@@ -962,16 +1030,36 @@ mod tests {
                     .unwrap();
             }
             // Deterministic in the seed; another seed differs.
-            assert_eq!(batches, build_batches(ELECTRONICS, layout, 64, cap, 3));
-            assert_ne!(batches, build_batches(ELECTRONICS, layout, 64, cap, 4));
+            assert_eq!(
+                batches,
+                build_batches(ELECTRONICS, layout, 64, cap, Lengths::Uniform, 3)
+            );
+            assert_ne!(
+                batches,
+                build_batches(ELECTRONICS, layout, 64, cap, Lengths::Uniform, 4)
+            );
         }
+    }
+
+    #[test]
+    fn amazon_lengths_follow_the_beauty_distribution_under_the_cap() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let draws: Vec<usize> = (0..20_000)
+            .map(|_| Lengths::Amazon.draw(&mut rng, 100))
+            .collect();
+        let mean = draws.iter().sum::<usize>() as f64 / draws.len() as f64;
+        assert!((7.5..10.0).contains(&mean), "mean {mean}");
+        assert!(draws.iter().all(|&l| (1..=100).contains(&l)));
+        let capped = (0..1000).map(|_| Lengths::Amazon.draw(&mut rng, 20));
+        assert!(capped.into_iter().all(|l| (1..=20).contains(&l)));
+        assert!(AMAZON_LENGTHS.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]
     fn categories_are_a_function_of_the_item() {
         let layout = Layout::default();
         let mut seen: HashMap<u32, u32> = HashMap::new();
-        for (h, _) in build_batches(ELECTRONICS, layout, 256, 100, 9) {
+        for (h, _) in build_batches(ELECTRONICS, layout, 256, 100, Lengths::Amazon, 9) {
             let pairs = h.hist_items.iter().zip(&h.hist_cats);
             for (&i, &c) in pairs.chain(h.hist_neg_items.iter().zip(&h.hist_neg_cats)) {
                 assert_eq!(*seen.entry(i).or_insert(c), c, "item {i}");

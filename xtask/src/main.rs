@@ -21,7 +21,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mtrec_alloc::MiMalloc = mtrec_alloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "mtrec project automation")]
@@ -50,7 +50,9 @@ enum Cmd {
     BenchPrepare(bench_prepare::Args),
     /// Time the MDP batcher on a prepared dataset (samples/s into padded tensors).
     BenchBatch(bench_batch::Args),
-    /// Training throughput (samples/s) of every backbone at batch 1024, candle beside PyTorch.
+    /// Training throughput (samples/s) of every backbone at batch 1024, candle beside PyTorch
+    /// (also `cargo xtask bench`).
+    #[command(alias = "bench")]
     BenchTrain(bench_train::Args),
     /// Generate raw Amazon-2014-format files (reviews JSON lines + Python-literal meta).
     GenAmazon {
@@ -65,6 +67,7 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    mtrec_alloc::tune();
     let cli = Cli::parse();
     // The grid prints one line per cell; the libraries' per-run logs would bury them.
     let default_filter = match cli.command {

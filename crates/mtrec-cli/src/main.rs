@@ -17,7 +17,7 @@ mod synth;
 mod train;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mtrec_alloc::MiMalloc = mtrec_alloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -189,6 +189,7 @@ fn stats(dir: PathBuf, json: bool) -> Result<()> {
 }
 
 fn main() {
+    mtrec_alloc::tune();
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()

@@ -34,8 +34,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use mtrec_nn::{
-    fm_second_order, masked_sum, Backbone, Batch, CtrEmbeddings, Embedding, EmbeddingConfig,
-    EmbeddingInit, FcnConfig, FcnTrunk, Features, Layout, Vocab,
+    fm_second_order, Backbone, Batch, CtrEmbeddings, Embedding, EmbeddingConfig, EmbeddingInit,
+    FcnConfig, FcnTrunk, Features, Layout, PackedHistory, Vocab,
 };
 
 /// The registry name.
@@ -73,8 +73,11 @@ impl FirstOrder {
         let shown = ((self.uid.forward(&batch.users)?
             + self.mid.forward(&batch.target_items)?)?
             + self.cat.forward(&batch.target_cats)?)?; // [B, 1]
-        let his = (self.mid.forward(&batch.hist_items)? + self.cat.forward(&batch.hist_cats)?)?; // [B, T, 1]
-        (shown + masked_sum(&his, &batch.mask)?)?.squeeze(1)
+                                                       // The real history positions only (the padded ones contribute zero).
+        let pk = PackedHistory::of(batch)?;
+        let his = (self.mid.forward(&pk.gather(&batch.hist_items)?)?
+            + self.cat.forward(&pk.gather(&batch.hist_cats)?)?)?; // [N, 1]
+        (shown + pk.segment_sum(&his)?)?.squeeze(1)
     }
 }
 
@@ -130,7 +133,7 @@ impl Backbone for DeepFm {
         let e = self.cfg.embedding_dim;
         let u = self.emb.user(batch)?;
         let ieb = self.emb.item_eb(batch)?;
-        let hsum = CtrEmbeddings::hsum_of(&self.emb.his_eb(batch)?, batch)?;
+        let hsum = self.emb.hsum(batch)?;
         let deep = self
             .deep
             .forward(&Tensor::cat(&[&u, &ieb, &hsum], 1)?, train)?;

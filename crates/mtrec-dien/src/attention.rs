@@ -1,9 +1,10 @@
 //! DIEN's attention over the interest states (`utils.py::din_fcn_attention` with `softmax_stag=1`,
 //! `mode='LIST'`, `return_alphas=True`; `specs/backbones.md` §2.5 step 3).
 
+use candle_core::Module;
 use candle_core::{Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
-use mtrec_nn::{glorot_linear, DinAttention, DinAttentionConfig, PRelu};
+use candle_nn::VarBuilder;
+use mtrec_nn::{glorot_linear, Dense, DinAttention, DinAttentionConfig, PRelu};
 
 /// The PReLU slope init of the reference's `prelu` (`utils.py`).
 const PRELU_INIT: f64 = 0.1;
@@ -19,7 +20,7 @@ const PRELU_INIT: f64 = 0.1;
 /// `mlp.out.bias` never gets a gradient: the softmax cancels it (as in the reference).
 #[derive(Debug, Clone)]
 pub struct InterestAttention {
-    query: Linear,
+    query: Dense,
     query_prelu: PRelu,
     unit: DinAttention,
 }

@@ -37,7 +37,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use mtrec_nn::{
     Align, Backbone, Batch, CtrEmbeddings, DinAttention, DinAttentionConfig, FcnConfig, FcnTrunk,
-    Features, InputNorm, Layout, PadPolicy, TrunkActivation, Vocab,
+    Features, InputNorm, Layout, PackedHistory, PadPolicy, TrunkActivation, Vocab,
 };
 
 /// The registry name.
@@ -153,12 +153,19 @@ impl Backbone for Din {
         }
     }
 
+    /// Runs on the real history positions only ([`PackedHistory`]): the history sum and the
+    /// attention equal their padded forms (padding contributes exact zeros there), at a cost that
+    /// follows the real lengths rather than the batch's longest history.
     fn forward(&self, batch: &Batch, train: bool) -> Result<Features> {
         let u = self.emb.user(batch)?;
         let ieb = self.emb.item_eb(batch)?;
-        let heb = self.emb.his_eb(batch)?;
-        let hsum = CtrEmbeddings::hsum_of(&heb, batch)?;
-        let att = self.att.forward(&ieb, &heb, &batch.mask)?;
+        let pk = PackedHistory::of(batch)?;
+        let keys = self.emb.item_pair(
+            &pk.gather(&batch.hist_items)?,
+            &pk.gather(&batch.hist_cats)?,
+        )?;
+        let hsum = pk.segment_sum(&keys)?;
+        let (_, att) = self.att.forward_packed(&ieb, &keys, &pk)?;
         let product = (&ieb * &hsum)?;
         let inp = Tensor::cat(&[&u, &ieb, &hsum, &product, &att], 1)?;
         Ok(Features::plain(self.fcn.forward(&inp, train)?))

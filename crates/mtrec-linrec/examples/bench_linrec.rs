@@ -18,7 +18,7 @@ use mtrec_nn::transformer::testkit::random_batch;
 use mtrec_nn::{bce_with_logits, HeadKind, Model, Vocab};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mtrec_alloc::MiMalloc = mtrec_alloc::MiMalloc;
 
 /// Amazon Electronics as in DIEN's Table 1 (+1 for the padding id).
 const VOCAB: Vocab = Vocab {
@@ -63,6 +63,7 @@ fn median_ms(mut f: impl FnMut() -> Result<()>, reps: usize) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
+    mtrec_alloc::tune();
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

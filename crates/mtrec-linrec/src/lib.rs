@@ -236,10 +236,10 @@ impl LinRec {
             &format!("exactly max_seq_length = {l} columns"),
         )?;
         let p = self.cfg.hidden_dropout_prob;
-        let x = self
-            .tokens
-            .forward(&batch.hist_items, &batch.hist_cats)?
-            .broadcast_add(&self.pos.forward(0, l)?)?;
+        let x = self.pos.add_to(
+            &self.tokens.forward(&batch.hist_items, &batch.hist_cats)?,
+            0,
+        )?;
         let mut x = dropout(&self.emb_ln.forward(&x)?, p, train)?;
         let last = last_positions(&batch.lengths, l)?;
         let n = self.layers.len();

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{Batch, Layout, Vocab};
 use crate::embedding::{masked_sum, Embedding, EmbeddingConfig, EmbeddingInit};
 use crate::mlp::{Activation, DiceNorm, Mlp, MlpConfig};
+use crate::packed::PackedHistory;
 
 /// TensorFlow 1's `tf.layers.batch_normalization` default epsilon (also the BN quirk's).
 pub const BN_EPS: f64 = 1e-3;
@@ -442,9 +443,16 @@ impl CtrEmbeddings {
     }
 
     /// `hsum = Σ_t mask_t · heb[:, t]`, `[B, 2E]` (masked sum; see the type docs for why this
-    /// equals the reference's unmasked sum here).
+    /// equals the reference's unmasked sum here). Looks up and sums the real positions only
+    /// ([`PackedHistory`]): the same value as [`Self::hsum_of`] on [`Self::his_eb`], at the cost
+    /// of the real history lengths instead of the padded width.
     pub fn hsum(&self, batch: &Batch) -> Result<Tensor> {
-        Self::hsum_of(&self.his_eb(batch)?, batch)
+        let pk = PackedHistory::of(batch)?;
+        let real = self.item_pair(
+            &pk.gather(&batch.hist_items)?,
+            &pk.gather(&batch.hist_cats)?,
+        )?;
+        pk.segment_sum(&real)
     }
 
     /// [`Self::hsum`] from an already computed `heb` `[B, T, 2E]`.

@@ -129,7 +129,13 @@ fn mask3(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
 
 /// Masked sum pooling: `Σ_t mask[b,t] · x[b,t,:]`, `[B,T,D]` with `[B,T]` → `[B,D]`.
 pub fn masked_sum(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    x.broadcast_mul(&mask3(x, mask)?)?.sum(1)
+    // `[B, 1, T]·[B, T, D]`: a batched matmul, whose backward is matmuls too (a broadcast
+    // multiply and a sum over `T` cost candle's CPU backend a strided reduction each way).
+    let (b, t, _) = x.dims3()?;
+    mask3(x, mask)?
+        .reshape((b, 1, t))?
+        .matmul(&x.contiguous()?)?
+        .squeeze(1)
 }
 
 /// Masked mean pooling: `masked_sum / max(Σ_t mask, 1e-12)`, `[B,T,D]` with `[B,T]` → `[B,D]`.

@@ -44,12 +44,14 @@
 pub mod attention;
 pub mod batch;
 pub mod ctr;
+pub mod dense;
 pub mod embedding;
 pub mod interaction;
 pub mod loss;
 pub mod mlp;
 pub mod model;
 pub mod norm;
+pub mod packed;
 pub mod rnn;
 #[doc(hidden)]
 pub mod testing;
@@ -61,14 +63,16 @@ pub use ctr::{
     BatchNorm1d, CtrConfig, CtrEmbeddings, FcnConfig, FcnTrunk, FeatAffine, InputNorm,
     InputNormLayer, TrunkActivation,
 };
+pub use dense::{add_last, dense, expand_rows, mul_last, Dense};
 pub use embedding::{masked_mean, masked_sum, Embedding, EmbeddingConfig, EmbeddingInit};
 pub use interaction::{fm_second_order, inner_products, outer_product_pooled};
 pub use loss::{bce_with_logits, log_sigmoid, softplus};
 pub use mlp::{glorot_linear, Activation, Dice, DiceNorm, Mlp, MlpConfig, PRelu};
 pub use model::{Backbone, Features, Head, HeadKind, Model, ModelOutput, ACTION_P};
 pub use norm::{masked_softmax, masked_softmax_with_fill, softmax, LayerNorm};
+pub use packed::PackedHistory;
 pub use rnn::{run_augru, run_gru, AugruCell, TfGruCell};
 pub use transformer::{
-    attention_mask, gather_rows, heads_for, last_positions, Dense, FfnActivation, LinearAttention,
+    attention_mask, gather_rows, heads_for, last_positions, FfnActivation, LinearAttention,
     LinearInit, PointwiseFfn, PositionalEmbedding, SoftmaxAttention, TokenEmbedding, TokenInput,
 };

@@ -1,12 +1,14 @@
 //! Multi-layer perceptrons with the activations of the CTR reference codes: ReLU, last-dimension
 //! PReLU, Dice (DIN), sigmoid.
 
-use candle_core::{Result, Tensor, D};
-use candle_nn::{Init, Linear, Module, VarBuilder};
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
 
-/// A `Linear` layer `[out, in]` + bias `[out]` with TensorFlow 1's default initialisation:
+use crate::dense::{add_last, mul_last, Dense};
+
+/// A [`Dense`] layer `[out, in]` + bias `[out]` with TensorFlow 1's default initialisation:
 /// Glorot-uniform weight `U(±sqrt(6 / (in + out)))`, zero bias. Parameters `weight`, `bias`.
-pub fn glorot_linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+pub fn glorot_linear(input: usize, output: usize, vb: VarBuilder) -> Result<Dense> {
     let bound = (6.0 / (input + output).max(1) as f64).sqrt();
     let weight = vb.get_with_hints(
         (output, input),
@@ -17,7 +19,7 @@ pub fn glorot_linear(input: usize, output: usize, vb: VarBuilder) -> Result<Line
         },
     )?;
     let bias = vb.get_with_hints(output, "bias", Init::Const(0.0))?;
-    Ok(Linear::new(weight, Some(bias)))
+    Dense::from_tensors(weight, bias)
 }
 
 /// The activation after each hidden linear layer of an [`Mlp`].
@@ -87,7 +89,7 @@ impl PRelu {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let pos = x.relu()?;
         let neg = x.minimum(0.0)?;
-        pos + neg.broadcast_mul(&self.alpha)?
+        pos + mul_last(&neg, &self.alpha)?
     }
 }
 
@@ -138,7 +140,7 @@ impl Dice {
     /// The normalised input `x̂` fed to the sigmoid gate.
     pub fn normalise(&self, x: &Tensor) -> Result<Tensor> {
         match (self.norm, &self.affine) {
-            (DiceNorm::Affine, Some((g, b))) => x.broadcast_mul(g)?.broadcast_add(b),
+            (DiceNorm::Affine, Some((g, b))) => add_last(&mul_last(x, g)?, b),
             (DiceNorm::BatchStats { eps }, _) => {
                 let c = x.dim(D::Minus1)?;
                 let rows = x.elem_count() / c.max(1);
@@ -157,7 +159,7 @@ impl Dice {
         let p = candle_nn::ops::sigmoid(&self.normalise(x)?)?;
         // out = p·x + (1 − p)·α·x = x ⊙ (p + (1 − p) ⊙ α)
         let one_minus_p = p.affine(-1.0, 1.0)?;
-        let gate = (&p + one_minus_p.broadcast_mul(&self.alpha)?)?;
+        let gate = (&p + mul_last(&one_minus_p, &self.alpha)?)?;
         x * gate
     }
 }
@@ -204,8 +206,8 @@ impl MlpConfig {
 /// defaults, which every DIEN-family reference code relies on).
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    layers: Vec<(Linear, ActivationLayer)>,
-    output: Option<Linear>,
+    layers: Vec<(Dense, ActivationLayer)>,
+    output: Option<Dense>,
     cfg: MlpConfig,
 }
 
@@ -232,6 +234,31 @@ impl Mlp {
 
     pub fn config(&self) -> &MlpConfig {
         &self.cfg
+    }
+
+    /// The first affine layer (the first hidden layer, or the output layer when there is none).
+    pub fn first_layer(&self) -> Option<&Dense> {
+        self.layers
+            .first()
+            .map(|(lin, _)| lin)
+            .or(self.output.as_ref())
+    }
+
+    /// The rest of the network given the first affine layer's output `z` (pre-activation):
+    /// `forward(x) == forward_after_first(first_layer().forward(x))`. Lets a caller compute the
+    /// first product in a cheaper, algebraically equal way (DIN's attention).
+    pub fn forward_after_first(&self, z: &Tensor) -> Result<Tensor> {
+        let Some(((_, act0), rest)) = self.layers.split_first() else {
+            return Ok(z.clone());
+        };
+        let mut h = act0.forward(z)?;
+        for (lin, act) in rest {
+            h = act.forward(&lin.forward(&h)?)?;
+        }
+        match &self.output {
+            Some(out) => out.forward(&h),
+            None => Ok(h),
+        }
     }
 
     /// `[.., input]` → `[.., out_dim]`.

@@ -81,7 +81,7 @@ pub const ACTION_P: usize = 1;
 #[derive(Debug, Clone)]
 pub struct Head {
     kind: HeadKind,
-    linear: candle_nn::Linear,
+    linear: crate::dense::Dense,
 }
 
 impl Head {

@@ -3,10 +3,12 @@
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
+use crate::dense::{add_last, mul_last};
+
 /// Layer normalisation over the last dimension that **passes gradients**:
 /// `(x − mean) / sqrt(var + eps) ⊙ weight + bias` (biased variance, like PyTorch and TF).
 ///
-/// Built on `candle_nn::ops::layer_norm_slow` (composed from differentiable ops), never on
+/// Composed from differentiable ops like `candle_nn::ops::layer_norm_slow`, never on
 /// `candle_nn::LayerNorm` / `ops::layer_norm`, whose fused kernel has no backward and silently
 /// detaches its output. Parameters: `weight` (init 1) and `bias` (init 0), `[C]`.
 #[derive(Debug, Clone)]
@@ -28,7 +30,15 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+        // `candle_nn::ops::layer_norm_slow`'s arithmetic (eps rounded through f32 as it does), with
+        // the weight and bias applied by `mul_last`/`add_last` so their gradients are matmuls.
+        let c = x.dim(D::Minus1)?;
+        let mean = (x.sum_keepdim(D::Minus1)? / c as f64)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = (centred.sqr()?.sum_keepdim(D::Minus1)? / c as f64)?;
+        let eps = self.eps as f32 as f64;
+        let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+        add_last(&mul_last(&normed, &self.weight)?, &self.bias)
     }
 }
 

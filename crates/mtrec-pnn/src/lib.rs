@@ -85,7 +85,7 @@ impl Backbone for Pnn {
     fn forward(&self, batch: &Batch, train: bool) -> Result<Features> {
         let u = self.emb.user(batch)?;
         let ieb = self.emb.item_eb(batch)?;
-        let hsum = CtrEmbeddings::hsum_of(&self.emb.his_eb(batch)?, batch)?;
+        let hsum = self.emb.hsum(batch)?;
         let product = (&ieb * &hsum)?;
         let inp = Tensor::cat(&[&u, &ieb, &hsum, &product], 1)?;
         Ok(Features::plain(self.fcn.forward(&inp, train)?))

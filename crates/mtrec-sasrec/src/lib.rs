@@ -259,8 +259,10 @@ impl SasRec {
         // The [B, L] padding mask.
         let m = batch.mask.to_dtype(self.dtype)?;
         // model.py: seq = Emb(seq)·sqrt(d) + pos; dropout; ⊙ mask. Positions count from the right.
-        let x = (self.tokens.forward(&batch.hist_items, &batch.hist_cats)? * (d as f64).sqrt())?
-            .broadcast_add(&self.pos.forward(maxlen - l, l)?)?;
+        let x = self.pos.add_to(
+            &(self.tokens.forward(&batch.hist_items, &batch.hist_cats)? * (d as f64).sqrt())?,
+            maxlen - l,
+        )?;
         let mut x = dropout(&x, self.cfg.dropout_rate, train)?.broadcast_mul(&m.unsqueeze(2)?)?;
         let mask = attention_mask(&m, true)?; // [B, 1, L, L]
         let n = self.blocks.len();

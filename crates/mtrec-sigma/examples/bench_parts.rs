@@ -9,7 +9,7 @@ use mtrec_sigma::layers::{ConvSame, FeedForward, PtGru};
 use mtrec_sigma::{Mamba, MambaDims, ScanImpl};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mtrec_alloc::MiMalloc = mtrec_alloc::MiMalloc;
 
 fn time(
     name: &str,
@@ -34,6 +34,7 @@ fn time(
 }
 
 fn main() -> candle_core::Result<()> {
+    mtrec_alloc::tune();
     let b: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

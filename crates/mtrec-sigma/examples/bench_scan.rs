@@ -8,9 +8,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use mtrec_sigma::{selective_scan, ScanImpl};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mtrec_alloc::MiMalloc = mtrec_alloc::MiMalloc;
 
 fn main() -> candle_core::Result<()> {
+    mtrec_alloc::tune();
     let args: Vec<String> = std::env::args().collect();
     let imp = match args.get(1).map(String::as_str) {
         Some("composed") => ScanImpl::Composed,

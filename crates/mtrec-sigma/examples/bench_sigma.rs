@@ -11,7 +11,7 @@ use mtrec_nn::{bce_with_logits, Align, HeadKind, HostBatch, Model, Vocab};
 use mtrec_sigma::{Config, ScanImpl, Sigma};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mtrec_alloc::MiMalloc = mtrec_alloc::MiMalloc;
 
 /// Process CPU time (user + system) in seconds, from `/proc/self/stat` (Linux; 0 elsewhere), so
 /// timings on a shared machine can be read next to the wall clock.
@@ -27,6 +27,7 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
+    mtrec_alloc::tune();
     let args: Vec<String> = std::env::args().collect();
     let scan = match args.get(1).map(String::as_str) {
         Some("composed") => ScanImpl::Composed,

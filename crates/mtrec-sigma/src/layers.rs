@@ -84,18 +84,10 @@ impl Dense {
     }
 }
 
-/// `x W^T (+ b)` over the last dimension of `x` (any rank), as one 2-D matmul.
+/// `x W^T (+ b)` over the last dimension of `x` (any rank), as one 2-D matmul with a matmul bias
+/// gradient ([`mtrec_nn::dense`]).
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let mut dims = x.dims().to_vec();
-    let input = dims.pop().unwrap_or(1);
-    let rows: usize = dims.iter().product();
-    let y = x.reshape((rows, input))?.matmul(&weight.t()?)?;
-    let y = match bias {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    };
-    dims.push(weight.dim(0)?);
-    y.reshape(dims)
+    mtrec_nn::dense(x, weight, bias)
 }
 
 /// Causal depthwise convolution over time, Mamba's `conv1d(groups = C, padding = K − 1)[..L]`:
@@ -117,15 +109,20 @@ pub fn causal_depthwise_conv(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Te
         x.clone()
     };
     let w = w.squeeze(1)?.t()?; // [K, C]
-    let mut y = bias
-        .reshape((1, 1, c))?
-        .broadcast_as((b, l, c))?
-        .contiguous()?;
+                                // Per-channel parameters enter through `mul_last`/`add_last`, whose gradients are matmuls.
+    let mut y: Option<Tensor> = None;
     for j in 0..k {
-        let tap = w.narrow(0, j, 1)?.reshape((1, 1, c))?;
-        y = (y + xp.narrow(1, j, l)?.broadcast_mul(&tap)?)?;
+        let tap = w.narrow(0, j, 1)?.reshape(c)?;
+        let term = mtrec_nn::mul_last(&xp.narrow(1, j, l)?.contiguous()?, &tap)?;
+        y = Some(match y {
+            Some(acc) => (acc + term)?,
+            None => term,
+        });
     }
-    Ok(y)
+    match y {
+        Some(y) => mtrec_nn::add_last(&y, bias),
+        None => candle_core::bail!("causal conv: no taps"),
+    }
 }
 
 /// `silu(causal_depthwise_conv(x, w, bias))`, Mamba's conv step. With [`ScanImpl::Fused`] on CPU
@@ -299,9 +296,7 @@ pub fn conv_same(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let taps: Vec<Tensor> = (0..k).map(|j| xp.narrow(1, j, l)).collect::<Result<_>>()?;
     let u = Tensor::cat(&taps, 2)?.reshape((b * l, k * c))?; // u[., j·C + i] = x[t + j − p, i]
     let w2 = w.permute((0, 2, 1))?.reshape((out, k * c))?; // w2[o, j·C + i] = w[o, i, j]
-    u.matmul(&w2.t()?)?
-        .broadcast_add(bias)?
-        .reshape((b, l, out))
+    mtrec_nn::dense(&u, &w2, Some(bias))?.reshape((b, l, out))
 }
 
 /// PyTorch `nn.GRU(d, H, bias = False, batch_first = True)`, one layer, zero initial state:

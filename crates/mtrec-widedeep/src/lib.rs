@@ -89,7 +89,7 @@ impl Backbone for WideDeep {
     fn forward(&self, batch: &Batch, train: bool) -> Result<Features> {
         let u = self.emb.user(batch)?;
         let ieb = self.emb.item_eb(batch)?;
-        let hsum = CtrEmbeddings::hsum_of(&self.emb.his_eb(batch)?, batch)?;
+        let hsum = self.emb.hsum(batch)?;
         let deep = self
             .deep
             .forward(&Tensor::cat(&[&u, &ieb, &hsum], 1)?, train)?;
