@@ -4,7 +4,7 @@
 use candle_core::Module;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
-use mtrec_nn::{glorot_linear, Dense, DinAttention, DinAttentionConfig, PRelu};
+use mtrec_nn::{glorot_linear, Dense, DinAttention, DinAttentionConfig, PRelu, PackedHistory};
 
 /// The PReLU slope init of the reference's `prelu` (`utils.py`).
 const PRELU_INIT: f64 = 0.1;
@@ -58,5 +58,16 @@ impl InterestAttention {
     /// which the AUGRU ignores because it skips masked steps).
     pub fn weights(&self, item_eb: &Tensor, states: &Tensor, mask: &Tensor) -> Result<Tensor> {
         self.unit.weights(&self.query(item_eb)?, states, mask)
+    }
+
+    /// [`Self::weights`] computed on the real positions `pk` only (0 at padding, also for an
+    /// empty history); what the AUGRU reads is the same.
+    pub fn weights_packed(
+        &self,
+        item_eb: &Tensor,
+        states: &Tensor,
+        pk: &PackedHistory,
+    ) -> Result<Tensor> {
+        self.unit.weights_packed(&self.query(item_eb)?, states, pk)
     }
 }

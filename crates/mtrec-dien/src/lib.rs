@@ -88,7 +88,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use mtrec_nn::{
     run_augru, run_gru, Align, AugruCell, Backbone, Batch, CtrEmbeddings, FcnConfig, FcnTrunk,
-    Features, InputNorm, Layout, PadPolicy, TfGruCell, TrunkActivation, Vocab,
+    Features, InputNorm, Layout, PackedHistory, PadPolicy, TfGruCell, TrunkActivation, Vocab,
 };
 use serde::{Deserialize, Serialize};
 
@@ -227,7 +227,7 @@ impl Dien {
         check_align(batch)?;
         let heb = self.emb.his_eb(batch)?;
         let ieb = self.emb.item_eb(batch)?;
-        self.interests_of(batch, &heb, &ieb)
+        self.interests_of(batch, &heb, &ieb, false)
     }
 
     /// The unweighted auxiliary loss `L_aux` of a batch (`None` when the auxiliary weight is 0).
@@ -235,11 +235,19 @@ impl Dien {
         check_align(batch)?;
         let heb = self.emb.his_eb(batch)?;
         let ieb = self.emb.item_eb(batch)?;
-        let i = self.interests_of(batch, &heb, &ieb)?;
+        let i = self.interests_of(batch, &heb, &ieb, true)?;
         self.aux_loss_of(batch, &i.states, &heb)
     }
 
-    fn interests_of(&self, batch: &Batch, heb: &Tensor, ieb: &Tensor) -> Result<Interests> {
+    /// `packed`: the attention on the real positions only ([`InterestAttention::weights_packed`],
+    /// what training uses); otherwise the padded weights of the reference (for inspection).
+    fn interests_of(
+        &self,
+        batch: &Batch,
+        heb: &Tensor,
+        ieb: &Tensor,
+        packed: bool,
+    ) -> Result<Interests> {
         let (b, t, _) = heb.dims3()?;
         let (dtype, dev) = (heb.dtype(), heb.device());
         let h = self.cfg.hidden;
@@ -253,7 +261,12 @@ impl Dien {
         }
         let mask = batch.mask.to_dtype(dtype)?;
         let (states, _) = run_gru(&self.gru, heb, &mask)?;
-        let attention = self.att.weights(ieb, &states, &mask)?;
+        let attention = if packed {
+            self.att
+                .weights_packed(ieb, &states, &PackedHistory::of_mask(&mask)?)?
+        } else {
+            self.att.weights(ieb, &states, &mask)?
+        };
         let (_, last) = run_augru(&self.augru, &states, &attention, &mask)?;
         Ok(Interests {
             states,
@@ -322,7 +335,7 @@ impl Backbone for Dien {
         let ieb = self.emb.item_eb(batch)?;
         let heb = self.emb.his_eb(batch)?;
         let hsum = CtrEmbeddings::hsum_of(&heb, batch)?;
-        let interests = self.interests_of(batch, &heb, &ieb)?;
+        let interests = self.interests_of(batch, &heb, &ieb, true)?;
         let aux_loss = if train && self.cfg.aux_loss_weight > 0.0 {
             match self.aux_loss_of(batch, &interests.states, &heb)? {
                 Some(l) if self.cfg.aux_loss_weight != 1.0 => {

@@ -148,6 +148,23 @@ impl DinAttention {
         }
     }
 
+    /// The pooling weights `[B, T]` over padded keys `[B, T, D]`, computed on the real positions
+    /// `pk` only: equal to [`Self::weights`] there, and 0 at padding (where [`Self::weights`] gives
+    /// 0 too, except for an empty history, which it spreads uniformly over the zero keys).
+    pub fn weights_packed(
+        &self,
+        query: &Tensor,
+        keys: &Tensor,
+        pk: &PackedHistory,
+    ) -> Result<Tensor> {
+        let s = self.scores_packed(query, &pk.gather(keys)?, pk)?;
+        let w = match self.cfg.norm {
+            AttentionNorm::Softmax => pk.segment_softmax(&s)?,
+            AttentionNorm::None => s,
+        };
+        pk.scatter(&w)
+    }
+
     /// The weights `[N]` and the weighted sums `[B, D]` over keys given as rows `[N, D]` (the real
     /// history positions, [`PackedHistory`]): the same values as [`Self::forward_with_weights`] on
     /// the padded `[B, T, D]` keys, where masked positions get exact zero weight, at the cost of the

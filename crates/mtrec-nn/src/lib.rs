@@ -46,6 +46,7 @@ pub mod batch;
 pub mod ctr;
 pub mod dense;
 pub mod embedding;
+mod fused_gru;
 pub mod interaction;
 pub mod loss;
 pub mod mlp;

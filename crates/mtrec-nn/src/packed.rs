@@ -33,13 +33,14 @@ pub struct PackedHistory {
 impl PackedHistory {
     /// The positions where `batch.mask` is non-zero.
     pub fn of(batch: &Batch) -> Result<Self> {
-        let (b, t) = batch.mask.dims2()?;
-        let mask = batch
-            .mask
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        Self::from_mask(&mask, b, t, batch.mask.device())
+        Self::of_mask(&batch.mask)
+    }
+
+    /// The positions where a `[B, T]` mask (any dtype) is non-zero.
+    pub fn of_mask(mask: &Tensor) -> Result<Self> {
+        let (b, t) = mask.dims2()?;
+        let host = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Self::from_mask(&host, b, t, mask.device())
     }
 
     /// Every position of a `[B, T]` grid (no padding to skip): lets padded code share the packed
@@ -103,6 +104,21 @@ impl PackedHistory {
         let mut flat_dims = vec![self.batch * self.width];
         flat_dims.extend_from_slice(&dims[2..]);
         x.reshape(flat_dims)?.index_select(&self.flat, 0)
+    }
+
+    /// The inverse of [`Self::gather`]: `x` `[N, ..]` placed at the real positions of a zero
+    /// `[B, T, ..]` tensor.
+    pub fn scatter(&self, x: &Tensor) -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        if dims.first() != Some(&self.len()) {
+            candle_core::bail!("packed history: {dims:?} for {} positions", self.len());
+        }
+        dims[0] = self.batch * self.width;
+        let flat =
+            Tensor::zeros(dims.clone(), x.dtype(), x.device())?.index_add(&self.flat, x, 0)?;
+        dims[0] = self.width;
+        dims.insert(0, self.batch);
+        flat.reshape(dims)
     }
 
     /// Each sample's row of `x` `[B, ..]` repeated for its real positions, `[N, ..]`.
@@ -239,7 +255,9 @@ mod tests {
         )
         .unwrap();
         let q = Tensor::ones((2, 4), DType::F32, &dev).unwrap();
-        let keys = pk.gather(&Tensor::ones((2, 3, 4), DType::F32, &dev).unwrap()).unwrap();
+        let keys = pk
+            .gather(&Tensor::ones((2, 3, 4), DType::F32, &dev).unwrap())
+            .unwrap();
         assert_eq!(keys.dims(), &[0, 4]);
         let (w, pooled) = att.forward_packed(&q, &keys, &pk).unwrap();
         assert_eq!(w.dims(), &[0]);

@@ -18,8 +18,11 @@
 //! zero-padded gradient of the *whole* sliced tensor, so slicing a `[B, T, ·]` tensor `T` times
 //! directly would cost `O(T²·B·H)` in the backward pass; two levels cost `O(T^{3/2}·B·H)`.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
+
+use crate::fused_gru::{fused_ok, GruSequenceOp};
+use crate::packed::PackedHistory;
 
 /// TensorFlow 1.x `tf.nn.rnn_cell.GRUCell` as DIEN uses it (input `D`, hidden `H`):
 ///
@@ -292,10 +295,75 @@ fn run(
         }
         None => None,
     };
-    let mut h = Tensor::zeros((b, hd), dtype, device)?;
     if t == 0 {
+        let h = Tensor::zeros((b, hd), dtype, device)?;
         return Ok((Tensor::zeros((b, 0, hd), dtype, device)?, h));
     }
+    if fused_ok(x) {
+        return run_fused(cell, x, att.as_ref(), mask);
+    }
+    run_composed(cell, x, att.as_ref(), mask)
+}
+
+/// The CPU runner: the x-parts of both projections in one matmul, then the recurrence as one
+/// [`GruSequenceOp`] over the real steps of every sample (see `fused_gru.rs`).
+fn run_fused(
+    cell: &TfGruCell,
+    x: &Tensor,
+    att: Option<&Tensor>,
+    mask: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (b, t, d) = x.dims3()?;
+    let hd = cell.hidden;
+    let w_x = Tensor::cat(
+        &[
+            &cell.gates_kernel.narrow(0, 0, d)?,
+            &cell.candidate_kernel.narrow(0, 0, d)?,
+        ],
+        1,
+    )?; // [D, 3H]
+    let bias = Tensor::cat(&[&cell.gates_bias, &cell.candidate_bias], 0)?; // [3H]
+                                                                           // The projections of the real steps only (the op never reads the masked ones).
+    let pk = PackedHistory::of_mask(mask)?;
+    let real = crate::dense::dense(&pk.gather(x)?, &w_x.t()?, Some(&bias))?; // [N, 3H]
+    let xs = pk.scatter(&real)?.contiguous()?; // [B, T, 3H]
+    let w_h = Tensor::cat(
+        &[
+            &cell.gates_kernel.narrow(0, d, hd)?,
+            &cell.candidate_kernel.narrow(0, d, hd)?,
+        ],
+        1,
+    )?
+    .contiguous()?; // [H, 3H]
+    let keep_a = match att {
+        Some(a) => a.affine(-1.0, 1.0)?.contiguous()?,
+        None => Tensor::ones((b, t), x.dtype(), x.device())?,
+    };
+    let keep: Vec<bool> = mask
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?
+        .into_iter()
+        .map(|m| m != 0.0)
+        .collect();
+    let op = GruSequenceOp::new(keep, b, t, hd)?;
+    let res = xs.apply_op3(&w_h, &keep_a, op)?; // [B, T + 1, H]
+    Ok((res.narrow(1, 0, t)?, res.narrow(1, t, 1)?.squeeze(1)?))
+}
+
+/// The runner built from differentiable candle ops (other devices and dtypes; the reference the
+/// fused op is tested against).
+fn run_composed(
+    cell: &TfGruCell,
+    x: &Tensor,
+    att: Option<&Tensor>,
+    mask: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (b, t, d) = x.dims3()?;
+    let hd = cell.hidden;
+    let dtype = x.dtype();
+    let device = x.device();
+    let mut h = Tensor::zeros((b, hd), dtype, device)?;
 
     // x-parts of both projections (biases folded in) for all steps at once, time-major so that
     // every step's slice is contiguous.
@@ -325,7 +393,7 @@ fn run(
     let keep = split_steps(&keep_tm, 0)?;
     let carry = split_steps(&carry_tm, 0)?;
     // AUGRU: (1 − a_t) as [T, B, 1].
-    let att_keep = match &att {
+    let att_keep = match att {
         Some(a) => Some(split_steps(
             &a.affine(-1.0, 1.0)?
                 .transpose(0, 1)?
@@ -775,6 +843,60 @@ mod tests {
             let (out, state) = run_gru(&cell, v[4].as_tensor(), &m)?;
             project(&out, 13)? + project(&state, 14)?
         });
+    }
+
+    #[test]
+    fn fused_runner_equals_composed_values_and_gradients() {
+        let (b, t, d, h) = (4, 5, 3, 2);
+        let (vm, cell) = random_cell(d, h, 80);
+        // Right padding, left padding, a hole in the middle, and an empty history.
+        let m = Tensor::from_vec(
+            vec![
+                1., 1., 1., 0., 0., //
+                0., 0., 1., 1., 1., //
+                1., 0., 1., 1., 0., //
+                0., 0., 0., 0., 0.,
+            ],
+            (b, t),
+            &DEV,
+        )
+        .unwrap();
+        let x = Var::from_tensor(&tensor(&[b, t, d], 21)).unwrap();
+        let a = Var::from_tensor(&tensor(&[b, t], 22).affine(0.5, 0.5).unwrap()).unwrap();
+        for att in [None, Some(a.as_tensor())] {
+            let loss = |fused: bool| {
+                let (out, state) = if fused {
+                    run_fused(&cell, x.as_tensor(), att, &m).unwrap()
+                } else {
+                    run_composed(&cell, x.as_tensor(), att, &m).unwrap()
+                };
+                let l = (project(&out, 23).unwrap() + project(&state, 24).unwrap()).unwrap();
+                (out, state, l.backward().unwrap())
+            };
+            let (out_f, state_f, g_f) = loss(true);
+            let (out_c, state_c, g_c) = loss(false);
+            let close = |p: &Tensor, q: &Tensor| {
+                let diff = (p - q).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(
+                    diff.to_scalar::<f64>().unwrap() < 1e-12,
+                    "{:?}",
+                    att.is_some()
+                );
+            };
+            close(&out_f, &out_c);
+            close(&state_f, &state_c);
+            let mut vars = params(&vm);
+            vars.push(x.clone());
+            if att.is_some() {
+                vars.push(a.clone());
+            }
+            for v in &vars {
+                close(
+                    g_f.get(v.as_tensor()).unwrap(),
+                    g_c.get(v.as_tensor()).unwrap(),
+                );
+            }
+        }
     }
 
     #[test]
