@@ -148,6 +148,14 @@ impl DinAttention {
         }
     }
 
+    /// Scores `[N]` of real positions to weights, per [`AttentionNorm`] within each sample.
+    fn normalise_packed(&self, s: Tensor, pk: &PackedHistory) -> Result<Tensor> {
+        match self.cfg.norm {
+            AttentionNorm::Softmax => pk.segment_softmax(&s),
+            AttentionNorm::None => Ok(s),
+        }
+    }
+
     /// The pooling weights `[B, T]` over padded keys `[B, T, D]`, computed on the real positions
     /// `pk` only: equal to [`Self::weights`] there, and 0 at padding (where [`Self::weights`] gives
     /// 0 too, except for an empty history, which it spreads uniformly over the zero keys).
@@ -158,11 +166,7 @@ impl DinAttention {
         pk: &PackedHistory,
     ) -> Result<Tensor> {
         let s = self.scores_packed(query, &pk.gather(keys)?, pk)?;
-        let w = match self.cfg.norm {
-            AttentionNorm::Softmax => pk.segment_softmax(&s)?,
-            AttentionNorm::None => s,
-        };
-        pk.scatter(&w)
+        pk.scatter(&self.normalise_packed(s, pk)?)
     }
 
     /// The weights `[N]` and the weighted sums `[B, D]` over keys given as rows `[N, D]` (the real
@@ -175,11 +179,7 @@ impl DinAttention {
         keys: &Tensor,
         pk: &PackedHistory,
     ) -> Result<(Tensor, Tensor)> {
-        let s = self.scores_packed(query, keys, pk)?;
-        let w = match self.cfg.norm {
-            AttentionNorm::Softmax => pk.segment_softmax(&s)?,
-            AttentionNorm::None => s,
-        };
+        let w = self.normalise_packed(self.scores_packed(query, keys, pk)?, pk)?;
         let pooled = pk.segment_sum(&keys.broadcast_mul(&w.unsqueeze(1)?)?)?;
         Ok((w, pooled))
     }

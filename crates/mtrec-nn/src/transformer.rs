@@ -866,37 +866,6 @@ mod tests {
     }
 
     #[test]
-    fn dense_matches_candle_linear_and_has_gradients() {
-        let vm = VarMap::new();
-        let vb = vb64(&vm);
-        let d = linear(3, 4, LinearInit::GlorotUniform, vb.pp("d")).unwrap();
-        randomize(&vm, 41);
-        let reference = candle_nn::Linear::new(d.weight().clone(), Some(d.bias().clone()));
-        for shape in [vec![5, 3], vec![2, 5, 3], vec![2, 1, 2, 3]] {
-            let x = input(&shape, 8);
-            let got = d.forward(&x).unwrap();
-            let want = reference.forward(&x).unwrap();
-            assert_eq!(got.dims(), want.dims());
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
-            assert!(diff < 1e-12, "{diff}");
-        }
-        assert!(d.forward(&input(&[2, 4], 1)).is_err());
-        let x = Var::from_tensor(&input(&[2, 3, 3], 9)).unwrap();
-        let mut vars = vm.all_vars();
-        vars.push(x.clone());
-        assert_gradients_match(&vars, |_| project(&d.forward(x.as_tensor())?, 96));
-    }
-
-    #[test]
     fn linear_attention_query_rows_match_full_forward() {
         let vm = VarMap::new();
         let att = LinearAttention::new(4, 2, 1e-6, LinearInit::GlorotUniform, vb64(&vm)).unwrap();
