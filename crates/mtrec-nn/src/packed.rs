@@ -22,10 +22,10 @@ use crate::batch::Batch;
 pub struct PackedHistory {
     /// Index of each real position into the flattened `[B·T]` history, `[N]` (u32).
     flat: Tensor,
+    /// `flat` on the host; the sample of position `i` is `flat_host[i] / width`.
+    flat_host: Vec<u32>,
     /// The sample each real position belongs to, `[N]` (u32), non-decreasing.
     seg: Tensor,
-    /// `seg` on the host (segment bounds for the softmax's maxima).
-    seg_host: Vec<u32>,
     batch: usize,
     width: usize,
 }
@@ -43,6 +43,15 @@ impl PackedHistory {
         Self::from_mask(&host, b, t, mask.device())
     }
 
+    /// Whether each of the `B·T` positions is real, row-major (the mask this was built from).
+    pub fn real_flags(&self) -> Vec<bool> {
+        let mut real = vec![false; self.batch * self.width];
+        for &i in &self.flat_host {
+            real[i as usize] = true;
+        }
+        real
+    }
+
     /// Every position of a `[B, T]` grid (no padding to skip): lets padded code share the packed
     /// kernels.
     pub fn dense(b: usize, t: usize, device: &Device) -> Result<Self> {
@@ -53,19 +62,15 @@ impl PackedHistory {
         if mask.len() != b * t {
             candle_core::bail!("packed history: mask of {} for [{b}, {t}]", mask.len());
         }
-        let mut flat = Vec::new();
-        let mut seg = Vec::new();
-        for (i, &m) in mask.iter().enumerate() {
-            if m != 0.0 {
-                flat.push(i as u32);
-                seg.push((i / t.max(1)) as u32);
-            }
-        }
+        let flat: Vec<u32> = (0..mask.len() as u32)
+            .filter(|&i| mask[i as usize] != 0.0)
+            .collect();
+        let seg: Vec<u32> = flat.iter().map(|&i| i / t.max(1) as u32).collect();
         let n = flat.len();
         Ok(Self {
-            flat: Tensor::from_vec(flat, n, device)?,
-            seg: Tensor::from_vec(seg.clone(), n, device)?,
-            seg_host: seg,
+            flat: Tensor::from_vec(flat.clone(), n, device)?,
+            flat_host: flat,
+            seg: Tensor::from_vec(seg, n, device)?,
             batch: b,
             width: t,
         })
@@ -73,12 +78,12 @@ impl PackedHistory {
 
     /// The number of real positions `N`.
     pub fn len(&self) -> usize {
-        self.seg_host.len()
+        self.flat_host.len()
     }
 
     /// Whether the batch has no real history position at all.
     pub fn is_empty(&self) -> bool {
-        self.seg_host.is_empty()
+        self.flat_host.is_empty()
     }
 
     /// The batch size `B`.
@@ -109,16 +114,21 @@ impl PackedHistory {
     /// The inverse of [`Self::gather`]: `x` `[N, ..]` placed at the real positions of a zero
     /// `[B, T, ..]` tensor.
     pub fn scatter(&self, x: &Tensor) -> Result<Tensor> {
+        let flat = self.add_rows(x, &self.flat, self.batch * self.width)?;
+        let mut dims = flat.dims().to_vec();
+        dims[0] = self.width;
+        dims.insert(0, self.batch);
+        flat.reshape(dims)
+    }
+
+    /// `x` `[N, ..]` added row by row into a zero `[rows, ..]` tensor at `index` `[N]`.
+    fn add_rows(&self, x: &Tensor, index: &Tensor, rows: usize) -> Result<Tensor> {
         let mut dims = x.dims().to_vec();
         if dims.first() != Some(&self.len()) {
             candle_core::bail!("packed history: {dims:?} for {} positions", self.len());
         }
-        dims[0] = self.batch * self.width;
-        let flat =
-            Tensor::zeros(dims.clone(), x.dtype(), x.device())?.index_add(&self.flat, x, 0)?;
-        dims[0] = self.width;
-        dims.insert(0, self.batch);
-        flat.reshape(dims)
+        dims[0] = rows;
+        Tensor::zeros(dims, x.dtype(), x.device())?.index_add(index, x, 0)
     }
 
     /// Each sample's row of `x` `[B, ..]` repeated for its real positions, `[N, ..]`.
@@ -135,12 +145,7 @@ impl PackedHistory {
 
     /// Per-sample sums of `x` `[N, ..]`, `[B, ..]` (zero for an empty history).
     pub fn segment_sum(&self, x: &Tensor) -> Result<Tensor> {
-        let mut dims = x.dims().to_vec();
-        if dims.first() != Some(&self.len()) {
-            candle_core::bail!("packed history: {dims:?} for {} positions", self.len());
-        }
-        dims[0] = self.batch;
-        Tensor::zeros(dims, x.dtype(), x.device())?.index_add(&self.seg, x, 0)
+        self.add_rows(x, &self.seg, self.batch)
     }
 
     /// Softmax of the scores `s` `[N]` within each sample, `[N]`. Each sample's maximum is
@@ -157,14 +162,15 @@ impl PackedHistory {
             return Ok(s.clone());
         }
         let host = s.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let sample = |i: u32| i as usize / self.width;
         let mut max = vec![f64::NEG_INFINITY; self.batch];
-        for (&g, &v) in self.seg_host.iter().zip(&host) {
-            let m = &mut max[g as usize];
+        for (&i, &v) in self.flat_host.iter().zip(&host) {
+            let m = &mut max[sample(i)];
             if v > *m {
                 *m = v;
             }
         }
-        let shift: Vec<f64> = self.seg_host.iter().map(|&g| max[g as usize]).collect();
+        let shift: Vec<f64> = self.flat_host.iter().map(|&i| max[sample(i)]).collect();
         let shift = Tensor::from_vec(shift, self.len(), s.device())?.to_dtype(s.dtype())?;
         let e = (s - shift)?.exp()?;
         let z = self.segment_sum(&e)?;
@@ -202,6 +208,8 @@ mod tests {
         let dev = Device::Cpu;
         let pk = PackedHistory::from_mask(&m, b, t, &dev).unwrap();
         assert_eq!(pk.len(), 6);
+        let real: Vec<bool> = m.iter().map(|&v| v != 0.0).collect();
+        assert_eq!(pk.real_flags(), real);
         assert_eq!(
             pk.segments().to_vec1::<u32>().unwrap(),
             vec![0, 0, 2, 2, 2, 3]

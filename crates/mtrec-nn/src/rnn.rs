@@ -18,7 +18,7 @@
 //! zero-padded gradient of the *whole* sliced tensor, so slicing a `[B, T, ·]` tensor `T` times
 //! directly would cost `O(T²·B·H)` in the backward pass; two levels cost `O(T^{3/2}·B·H)`.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::fused_gru::{fused_ok, GruSequenceOp};
@@ -315,38 +315,27 @@ fn run_fused(
 ) -> Result<(Tensor, Tensor)> {
     let (b, t, d) = x.dims3()?;
     let hd = cell.hidden;
-    let w_x = Tensor::cat(
-        &[
-            &cell.gates_kernel.narrow(0, 0, d)?,
-            &cell.candidate_kernel.narrow(0, 0, d)?,
-        ],
-        1,
-    )?; // [D, 3H]
+    // Rows `start..start + len` of both kernels side by side: `[len, 3H]`.
+    let kernel_rows = |start: usize, len: usize| {
+        Tensor::cat(
+            &[
+                &cell.gates_kernel.narrow(0, start, len)?,
+                &cell.candidate_kernel.narrow(0, start, len)?,
+            ],
+            1,
+        )
+    };
     let bias = Tensor::cat(&[&cell.gates_bias, &cell.candidate_bias], 0)?; // [3H]
-                                                                           // The projections of the real steps only (the op never reads the masked ones).
+                                                                           // The x-projections of the real steps only (the op never reads the masked ones).
     let pk = PackedHistory::of_mask(mask)?;
-    let real = crate::dense::dense(&pk.gather(x)?, &w_x.t()?, Some(&bias))?; // [N, 3H]
+    let real = crate::dense::dense(&pk.gather(x)?, &kernel_rows(0, d)?.t()?, Some(&bias))?;
     let xs = pk.scatter(&real)?.contiguous()?; // [B, T, 3H]
-    let w_h = Tensor::cat(
-        &[
-            &cell.gates_kernel.narrow(0, d, hd)?,
-            &cell.candidate_kernel.narrow(0, d, hd)?,
-        ],
-        1,
-    )?
-    .contiguous()?; // [H, 3H]
+    let w_h = kernel_rows(d, hd)?.contiguous()?; // [H, 3H]
     let keep_a = match att {
         Some(a) => a.affine(-1.0, 1.0)?.contiguous()?,
         None => Tensor::ones((b, t), x.dtype(), x.device())?,
     };
-    let keep: Vec<bool> = mask
-        .to_dtype(DType::F64)?
-        .flatten_all()?
-        .to_vec1::<f64>()?
-        .into_iter()
-        .map(|m| m != 0.0)
-        .collect();
-    let op = GruSequenceOp::new(keep, b, t, hd)?;
+    let op = GruSequenceOp::new(pk.real_flags(), b, t, hd)?;
     let res = xs.apply_op3(&w_h, &keep_a, op)?; // [B, T + 1, H]
     Ok((res.narrow(1, 0, t)?, res.narrow(1, t, 1)?.squeeze(1)?))
 }
