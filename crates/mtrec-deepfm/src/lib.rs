@@ -69,12 +69,11 @@ impl FirstOrder {
     }
 
     /// `w_uid[uid] + w_mid[mid] + w_cat[cat] + Σ_t mask_t (w_mid[his_t] + w_cat[cat_his_t])`, `[B]`.
-    fn forward(&self, batch: &Batch) -> Result<Tensor> {
+    fn forward(&self, batch: &Batch, pk: &PackedHistory) -> Result<Tensor> {
         let shown = ((self.uid.forward(&batch.users)?
             + self.mid.forward(&batch.target_items)?)?
             + self.cat.forward(&batch.target_cats)?)?; // [B, 1]
-                                                       // The real history positions only (the padded ones contribute zero).
-        let pk = PackedHistory::of(batch)?;
+                                                       // The real history positions `pk` only (the padded ones contribute zero).
         let his = (self.mid.forward(&pk.gather(&batch.hist_items)?)?
             + self.cat.forward(&pk.gather(&batch.hist_cats)?)?)?; // [N, 1]
         (shown + pk.segment_sum(&his)?)?.squeeze(1)
@@ -133,7 +132,8 @@ impl Backbone for DeepFm {
         let e = self.cfg.embedding_dim;
         let u = self.emb.user(batch)?;
         let ieb = self.emb.item_eb(batch)?;
-        let hsum = self.emb.hsum(batch)?;
+        let pk = PackedHistory::of(batch)?;
+        let hsum = self.emb.hsum_packed(batch, &pk)?;
         let deep = self
             .deep
             .forward(&Tensor::cat(&[&u, &ieb, &hsum], 1)?, train)?;
@@ -148,7 +148,7 @@ impl Backbone for DeepFm {
             ],
             1,
         )?;
-        let fm = (self.first.forward(batch)? + fm_second_order(&fields)?)?;
+        let fm = (self.first.forward(batch, &pk)? + fm_second_order(&fields)?)?;
         Ok(Features {
             logit_offset: Some(fm),
             ..Features::plain(deep)

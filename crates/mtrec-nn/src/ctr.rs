@@ -447,7 +447,11 @@ impl CtrEmbeddings {
     /// ([`PackedHistory`]): the same value as [`Self::hsum_of`] on [`Self::his_eb`], at the cost
     /// of the real history lengths instead of the padded width.
     pub fn hsum(&self, batch: &Batch) -> Result<Tensor> {
-        let pk = PackedHistory::of(batch)?;
+        self.hsum_packed(batch, &PackedHistory::of(batch)?)
+    }
+
+    /// [`Self::hsum`] with the batch's real positions already found (`pk` of `batch`).
+    pub fn hsum_packed(&self, batch: &Batch, pk: &PackedHistory) -> Result<Tensor> {
         let real = self.item_pair(
             &pk.gather(&batch.hist_items)?,
             &pk.gather(&batch.hist_cats)?,
