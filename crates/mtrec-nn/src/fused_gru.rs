@@ -28,9 +28,11 @@
 //! so results do not depend on the thread count. Gradients are checked against finite differences
 //! and against the composed runner in `rnn.rs`'s tests.
 
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use num_traits::Float;
 use rayon::prelude::*;
+
+use crate::custom_op::{contiguous_slice, with_cpu_slice};
 
 /// Samples per parallel task (fixed, so that the weight-gradient sum has a fixed order).
 const CHUNK: usize = 16;
@@ -324,24 +326,11 @@ fn backward<F: Float + Send + Sync>(
     (dx, dw, da)
 }
 
-fn slice_of<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("fused GRU: operand is not contiguous"),
-    }
-}
+/// The op's name in errors.
+const OP: &str = "fused GRU";
 
-/// Runs `f` on the contiguous CPU data of `t` as `&[F]`.
-fn with_slice<F: candle_core::WithDType, R>(
-    t: &Tensor,
-    f: impl FnOnce(&[F]) -> Result<R>,
-) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        bail!("fused GRU: the backward runs on CPU tensors only");
-    };
-    f(slice_of(cpu.as_slice::<F>()?, layout)?)
+fn slice_of<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    contiguous_slice(data, layout, OP)
 }
 
 impl GruSequenceOp {
@@ -352,10 +341,11 @@ impl GruSequenceOp {
         a: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, da) = with_slice::<F, _>(x, |x_| {
-            with_slice::<F, _>(w, |w_| {
-                with_slice::<F, _>(a, |a_| {
-                    with_slice::<F, _>(grad, |g_| {
+        let grad = grad.contiguous()?;
+        let (dx, dw, da) = with_cpu_slice::<F, _>(x, OP, |x_| {
+            with_cpu_slice::<F, _>(w, OP, |w_| {
+                with_cpu_slice::<F, _>(a, OP, |a_| {
+                    with_cpu_slice::<F, _>(&grad, OP, |g_| {
                         self.check(x_.len(), w_.len(), a_.len())?;
                         if g_.len() != self.out_shape().elem_count() {
                             bail!("fused GRU: gradient of {} values", g_.len());
@@ -417,9 +407,4 @@ impl CustomOp3 for GruSequenceOp {
             dt => bail!("fused GRU: no backward for {dt:?}"),
         }
     }
-}
-
-/// Whether the fused op can run on `x` (CPU, f32 or f64).
-pub(crate) fn fused_ok(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
 }

@@ -44,6 +44,8 @@
 pub mod attention;
 pub mod batch;
 pub mod ctr;
+#[doc(hidden)]
+pub mod custom_op;
 pub mod dense;
 pub mod embedding;
 mod fused_gru;

@@ -21,7 +21,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::fused_gru::{fused_ok, GruSequenceOp};
+use crate::custom_op::fused_ok;
+use crate::fused_gru::GruSequenceOp;
 use crate::packed::PackedHistory;
 
 /// TensorFlow 1.x `tf.nn.rnn_cell.GRUCell` as DIEN uses it (input `D`, hidden `H`):

@@ -32,9 +32,7 @@
 //! error below 3e-7). On other devices or dtypes the composed scan runs instead (the `cuda`
 //! feature therefore trains with the composed scan; not testable here, no CUDA toolkit).
 
-use candle_core::{
-    bail, CpuStorage, CustomOp3, DType, IndexOp, Layout, Result, Shape, Storage, Tensor,
-};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, IndexOp, Layout, Result, Shape, Tensor};
 
 use crate::kernel::{self, Dims, Real};
 
@@ -151,9 +149,7 @@ pub fn selective_scan_fused(
 }
 
 /// Whether the fused kernels can run on `t`'s device and dtype.
-pub(crate) fn fused_ok(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
-}
+pub(crate) use mtrec_nn::custom_op::fused_ok;
 
 /// `(scan(softplus(δraw + bias), A, B, C, x) + D ⊙ x) ⊙ silu(z)`: mamba_ssm's
 /// `selective_scan_fn(x, δraw, A, B, C, D, z, delta_bias, delta_softplus = True)` on our
@@ -208,19 +204,12 @@ pub(crate) fn with_cpu_slice<T: Real, R>(
     t: &Tensor,
     f: impl FnOnce(&[T]) -> Result<R>,
 ) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        bail!("selective scan: the fused backward runs on CPU tensors only");
-    };
-    f(contiguous(cpu.as_slice::<T>()?, layout)?)
+    mtrec_nn::custom_op::with_cpu_slice(t, "selective scan", f)
 }
 
 /// The contiguous part of `data` that `layout` describes.
 pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("selective scan: operand is not contiguous"),
-    }
+    mtrec_nn::custom_op::contiguous_slice(data, layout, "selective scan")
 }
 
 /// Widths of a fused op's packed operands: `u = [B, L, u_w·Di]`, `p = [Di, p_w]`,
