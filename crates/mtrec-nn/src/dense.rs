@@ -111,6 +111,7 @@ impl Module for Dense {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctr::testkit::max_abs_diff;
     use crate::testing::assert_gradients_match;
     use candle_core::{DType, Device, Var};
 
@@ -122,28 +123,15 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
-
     #[test]
     fn row_ops_equal_broadcasting() {
         let v = t(&[4], 3);
         for shape in [vec![5, 4], vec![2, 3, 4], vec![1, 4]] {
             let x = t(&shape, 7);
             let mul = mul_last(&x, &v).unwrap();
-            assert!(max_diff(&mul, &x.broadcast_mul(&v).unwrap()) < 1e-15);
+            assert!(max_abs_diff(&mul, &x.broadcast_mul(&v).unwrap()).unwrap() < 1e-15);
             let add = add_last(&x, &v).unwrap();
-            assert!(max_diff(&add, &x.broadcast_add(&v).unwrap()) < 1e-15);
+            assert!(max_abs_diff(&add, &x.broadcast_add(&v).unwrap()).unwrap() < 1e-15);
         }
         assert_eq!(expand_rows(&v, 3).unwrap().dims(), &[3, 4]);
         assert!(mul_last(&t(&[2, 3], 1), &v).is_err());
@@ -164,10 +152,10 @@ mod tests {
             let got = dense(&x, &w, Some(&b)).unwrap();
             let want = reference.forward(&x).unwrap();
             assert_eq!(got.dims(), want.dims());
-            assert!(max_diff(&got, &want) < 1e-12);
+            assert!(max_abs_diff(&got, &want).unwrap() < 1e-12);
             let no_bias = dense(&x, &w, None).unwrap();
             let want = candle_nn::Linear::new(w.clone(), None).forward(&x).unwrap();
-            assert!(max_diff(&no_bias, &want) < 1e-12);
+            assert!(max_abs_diff(&no_bias, &want).unwrap() < 1e-12);
         }
         assert!(dense(&t(&[2, 3], 1), &w, None).is_err());
         assert!(Dense::from_tensors(w, t(&[4], 1)).is_err());

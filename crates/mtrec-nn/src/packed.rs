@@ -181,6 +181,7 @@ impl PackedHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctr::testkit::max_abs_diff;
     use crate::norm::masked_softmax_with_fill;
     use crate::testing::assert_gradients_match;
     use candle_core::Var;
@@ -226,15 +227,13 @@ mod tests {
             .unwrap()
             .sum(1)
             .unwrap();
-        let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
+        assert!(max_abs_diff(&got, &want).unwrap() < 1e-12);
         // Segment softmax = masked softmax on the real positions (and an empty row stays empty).
         let s = Tensor::from_vec(values(b * t, 2), (b, t), &dev).unwrap();
         let padded = masked_softmax_with_fill(&s, &mask, -4_294_967_295.0).unwrap();
         let got = pk.segment_softmax(&pk.gather(&s).unwrap()).unwrap();
         let want = pk.gather(&padded).unwrap();
-        let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
+        assert!(max_abs_diff(&got, &want).unwrap() < 1e-12);
         // Shapes are checked.
         assert!(pk
             .gather(&Tensor::zeros((b, t + 1), DType::F64, &dev).unwrap())
@@ -317,8 +316,7 @@ mod tests {
                 .forward_packed(&q, &pk.gather(&keys).unwrap(), &pk)
                 .unwrap();
             let close = |a: &Tensor, c: &Tensor| {
-                let diff = (a - c).unwrap().abs().unwrap().max_all().unwrap();
-                assert!(diff.to_scalar::<f64>().unwrap() < 1e-12, "{norm:?}");
+                assert!(max_abs_diff(a, c).unwrap() < 1e-12, "{norm:?}");
             };
             close(&pooled_pad, &pooled_pk);
             close(&pk.gather(&w_pad).unwrap(), &w_pk);

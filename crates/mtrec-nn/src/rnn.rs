@@ -866,12 +866,8 @@ mod tests {
             let (out_f, state_f, g_f) = loss(true);
             let (out_c, state_c, g_c) = loss(false);
             let close = |p: &Tensor, q: &Tensor| {
-                let diff = (p - q).unwrap().abs().unwrap().max_all().unwrap();
-                assert!(
-                    diff.to_scalar::<f64>().unwrap() < 1e-12,
-                    "{:?}",
-                    att.is_some()
-                );
+                let diff = crate::ctr::testkit::max_abs_diff(p, q).unwrap();
+                assert!(diff < 1e-12, "{:?}", att.is_some());
             };
             close(&out_f, &out_c);
             close(&state_f, &state_c);
