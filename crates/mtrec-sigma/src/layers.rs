@@ -71,7 +71,7 @@ impl Dense {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        linear(x, &self.weight, self.bias.as_ref())
+        mtrec_nn::dense(x, &self.weight, self.bias.as_ref())
     }
 
     /// `[out, in]`.
@@ -82,12 +82,6 @@ impl Dense {
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
-}
-
-/// `x W^T (+ b)` over the last dimension of `x` (any rank), as one 2-D matmul with a matmul bias
-/// gradient ([`mtrec_nn::dense`]).
-pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    mtrec_nn::dense(x, weight, bias)
 }
 
 /// Causal depthwise convolution over time, Mamba's `conv1d(groups = C, padding = K − 1)[..L]`:

@@ -29,8 +29,9 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::layers::{causal_conv_silu, get_with_values, linear, uniform, Dense};
+use crate::layers::{causal_conv_silu, get_with_values, uniform, Dense};
 use crate::scan::{selective_scan_gated, ScanImpl};
+use mtrec_nn::dense as linear;
 
 /// Sizes of a [`Mamba`] block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
