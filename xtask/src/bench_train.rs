@@ -16,7 +16,8 @@
 //! the pool is built with `--threads` workers; candle reads the same variable
 //! (`candle_core::utils::get_num_threads`) for its gemm and parallel kernels. The torch child gets
 //! `torch.set_num_threads(--threads)` and `OMP_NUM_THREADS` / `MKL_NUM_THREADS`. xtask's global
-//! allocator is mimalloc, tuned by `mtrec_alloc::tune` (`main.rs`): about 2× for candle (`specs/rust-stack.md` §3), and another 1.2× once freed memory stays committed.
+//! allocator is mimalloc, tuned by `mtrec_alloc::tune` (`main.rs`): about 2× for candle
+//! (`specs/rust-stack.md` §3), and another 1.2× once freed memory stays committed.
 //!
 //! Writes `<out>.json` and `<out>.md` (default `results/bench.*`) atomically.
 
@@ -107,13 +108,14 @@ pub enum Lengths {
 }
 
 impl Lengths {
-    fn describe(self) -> &'static str {
+    /// The distribution in words, for the report (`cap` = `--history-cap`).
+    fn describe(self, cap: usize) -> String {
         match self {
-            Lengths::Uniform => "uniform in 1..=min(history_cap, the model's cap)",
-            Lengths::Amazon => {
+            Lengths::Uniform => format!("uniform in 1..=min({cap}, the model's cap)"),
+            Lengths::Amazon => format!(
                 "drawn from the Amazon 2014 5-core Beauty training samples' history lengths \
-                 (mean 8.7, median 4, 99th percentile 71), capped at min(history_cap, the model's cap)"
-            }
+                 (mean 8.7, median 4, 99th percentile 71), capped at min({cap}, the model's cap)"
+            ),
         }
     }
 
@@ -638,9 +640,7 @@ pub fn run(args: Args) -> Result<()> {
         s.steps,
         s.max_seconds,
         s.threads,
-        s.lengths
-            .describe()
-            .replace("history_cap", &s.history_cap.to_string())
+        s.lengths.describe(s.history_cap)
     );
 
     let mut rows = Vec::new();
@@ -754,7 +754,7 @@ pub fn run(args: Args) -> Result<()> {
             "steps": s.steps,
             "warmup": s.warmup,
             "history_cap": s.history_cap,
-            "history_lengths": s.lengths.describe(),
+            "history_lengths": s.lengths.describe(s.history_cap),
             "lengths": format!("{:?}", s.lengths).to_lowercase(),
             "threads": s.threads,
             "threads_how": threads_how,
@@ -844,7 +844,7 @@ pub fn markdown(r: &Value) -> String {
         st["vocab"]["items"],
         st["vocab"]["categories"],
         st["batches"],
-        text(&st["history_lengths"]).replace("history_cap", &st["history_cap"].to_string()),
+        text(&st["history_lengths"]),
         text(&st["optimizer"]),
         st["warmup"],
         st["steps"],
