@@ -264,7 +264,7 @@ class WithHeads(nn.Module):
         q = self.head(features).reshape(n, 2, QUANTILES)
         ctr = self.ctr.head(features).squeeze(-1)
         if offset is not None:
-            sel = torch.zeros(1, 2, 1, dtype=q.dtype)
+            sel = torch.zeros(1, 2, 1, dtype=q.dtype, device=q.device)
             sel[0, ACTION_P, 0] = 1.0
             q = q + offset.reshape(n, 1, 1) * sel
             ctr = ctr + offset

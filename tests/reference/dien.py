@@ -91,7 +91,7 @@ class TfGruCell(nn.Module):
     def dynamic_rnn(self, x, lengths, att=None):
         """rnn.py::dynamic_rnn with sequence_length: zero outputs and a copied state for t >= len."""
         b, t, _ = x.shape
-        state = torch.zeros(b, self.h, dtype=x.dtype)
+        state = torch.zeros(b, self.h, dtype=x.dtype, device=x.device)
         outputs = []
         for s in range(t):
             a = None if att is None else att[:, s : s + 1]

@@ -160,7 +160,7 @@ class SasRec(nn.Module):
     def forward(self, b):
         items, cats = b["hist_items"], b["hist_cats"]
         seq = self.tokens(items, cats) * math.sqrt(self.d)
-        positions = torch.arange(items.shape[1])  # width == maxlen
+        positions = torch.arange(items.shape[1], device=items.device)  # width == maxlen
         seq = seq + self.pos_emb.weight[positions]
         mask = (items != 0).to(seq.dtype).unsqueeze(-1)
         seq = seq * mask
@@ -248,12 +248,12 @@ class LinRec(nn.Module):
 
     def forward(self, b):
         items, cats = b["hist_items"], b["hist_cats"]
-        x = self.tokens(items, cats) + self.position_embedding.weight[torch.arange(items.shape[1])]
+        x = self.tokens(items, cats) + self.position_embedding.weight[torch.arange(items.shape[1], device=items.device)]
         x = self.LayerNorm(x)
         for layer in self.trm_encoder.layer:
             x = layer(x)
         idx = (b["lengths"] - 1).clamp(min=0)  # RecBole gather_indexes; empty history -> column 0
-        h = x[torch.arange(x.shape[0]), idx]
+        h = x[torch.arange(x.shape[0], device=x.device), idx]
         e = self.tokens(b["target_items"], b["target_cats"])
         return h, h * e
 

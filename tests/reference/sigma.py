@@ -180,12 +180,12 @@ class SigmaCtr(nn.Module):
             for n in lengths.tolist():
                 span = max(min(n, l) - self.flip_keep, 0)
                 rows.append([span - 1 - t if t < span else t for t in range(l)])
-            perm = torch.tensor(rows, dtype=torch.int64)
+            perm = torch.tensor(rows, dtype=torch.int64, device=hist_items.device)
         x = self.LayerNorm(self.dropout(self.embed(hist_items, hist_cats)))
         for layer in self.mamba_layers:
             x = layer(x, perm)
         idx = lengths.clamp(min=1) - 1
-        h = x[torch.arange(b), idx]
+        h = x[torch.arange(b, device=x.device), idx]
         z = h * self.embed(target_items, target_cats)
         return z, self.head(z).reshape(b, 2, QUANTILES)
 

@@ -23,6 +23,7 @@ The parameter counts of both sides are printed; xtask warns when they differ.
 
 Usage: python3 xtask/bench/train_torch.py --model din [--batches FILE] [--batch 1024] [--steps 50]
            [--warmup 2] [--max-seconds 30] [--threads 2] [--history-cap 100] [--seed 1234]
+           [--device cpu|cuda|cuda:N]  (`loss.item()` ends each step, so GPU steps are timed whole)
 """
 
 import argparse
@@ -187,12 +188,15 @@ def main():
     ap.add_argument("--max-seconds", type=float, default=30.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     a = ap.parse_args()
+    device = torch.device(a.device)
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     batches = load_batches(a.batches) if a.batches else make_batches(a.model, a.batch, a.history_cap, a.seed)
-    model = Ctr(a.model, VOCAB)
+    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
+    model = Ctr(a.model, VOCAB).to(device)
     model.train()
     params = model.trained_parameters()
     opt = torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
@@ -226,6 +230,7 @@ def main():
         "model": a.model,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": str(device),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "params": sum(p.numel() for p in params),
         "batch": bsz,

@@ -93,6 +93,11 @@ pub struct Args {
     /// steps several times slower (widedeep B=64: 390 vs 85 ms at load 6 on 2 cores).
     #[arg(long, default_value = "PASSIVE")]
     omp_wait_policy: String,
+    /// Device of both frameworks: `cpu`, or `cuda` / `cuda:N` (candle needs a build with the
+    /// `cuda` feature: `cargo run --release -p xtask --features cuda -- bench --device cuda`).
+    /// On a GPU the candle model is also checked against the same weights on the CPU.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Output path without extension: writes `<out>.json` and `<out>.md`.
     #[arg(long, default_value = "results/bench")]
     out: PathBuf,
@@ -160,6 +165,8 @@ pub struct Settings {
     pub python: String,
     /// `None` = leave `OMP_WAIT_POLICY` as the environment has it.
     pub omp_wait_policy: Option<String>,
+    /// `--device` as given (`cpu`, `cuda`, `cuda:N`).
+    pub device: String,
     pub out: PathBuf,
 }
 
@@ -207,6 +214,14 @@ impl Args {
         if self.max_seconds.is_nan() || self.max_seconds < 0.0 {
             bail!("--max-seconds must be >= 0");
         }
+        let device = self.device.trim().to_ascii_lowercase();
+        let index_ok = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+        if !(device == "cpu"
+            || device == "cuda"
+            || device.strip_prefix("cuda:").is_some_and(index_ok))
+        {
+            bail!("--device {}: expected cpu, cuda or cuda:<N>", self.device);
+        }
         Ok(Settings {
             models,
             batch: self.batch,
@@ -223,6 +238,7 @@ impl Args {
                 "" | "unset" => None,
                 p => Some(p.to_ascii_uppercase()),
             },
+            device,
             out: self.out.clone(),
         })
     }
@@ -420,6 +436,8 @@ struct CandleRun {
     layout: Layout,
     widths: Vec<usize>,
     timing: Timing,
+    /// On a GPU: the same model and batch on the CPU against the GPU ([`cpu_parity`]).
+    parity: Option<Parity>,
 }
 
 fn layout_json(l: Layout) -> Value {
@@ -430,15 +448,103 @@ fn layout_json(l: Layout) -> Value {
     })
 }
 
-/// Builds the model, its batches (written to `batch_file` for torch when given) and times it.
-fn run_candle(name: &str, s: &Settings, batch_file: Option<&Path>) -> Result<CandleRun> {
-    let dev = Device::Cpu;
+/// A model with its CTR head, seeded weights (drawn on the host, so equal on every device) and
+/// its parameter count.
+fn build_model(name: &str, seed: u64, dev: &Device) -> Result<(VarMap, Model, usize)> {
     let varmap = VarMap::new();
-    let vb = seeded_var_builder(&varmap, s.seed, DType::F32, &dev);
+    let vb = seeded_var_builder(&varmap, seed, DType::F32, dev);
     let backbone = mtrec_models::build(name, None, ELECTRONICS, vb.clone())?;
-    let layout = backbone.layout();
     let model = Model::new(backbone, HeadKind::Ctr, vb)?;
     let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    Ok((varmap, model, params))
+}
+
+/// How far a GPU model is from the same weights on the CPU, on one batch in evaluation mode (no
+/// dropout): the logits, and every parameter's gradient of the training loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Parity {
+    /// `max |logit_gpu − logit_cpu|`.
+    pub logits: f64,
+    /// `max |g_gpu − g_cpu| / max(1, max |g_cpu|)` over every parameter, each taken per tensor.
+    pub grads: f64,
+    /// Parameters compared.
+    pub tensors: usize,
+}
+
+/// A parameter's name and gradient, flattened.
+type NamedGrad = (String, Vec<f32>);
+
+/// The logits and the gradients (sorted by parameter name) of one evaluation-mode step.
+fn logits_and_grads(
+    varmap: &VarMap,
+    model: &Model,
+    b: &Batch,
+) -> Result<(Vec<f32>, Vec<NamedGrad>)> {
+    let out = model.forward(b, false)?;
+    let terms = training_loss(&out.logits, &b.labels, None, 0.0, out.aux_loss.as_ref())?;
+    let grads = terms.total.backward()?;
+    let logits = out.logits.flatten_all()?.to_vec1::<f32>()?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the VarMap lock is poisoned"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect::<Vec<_>>();
+    let mut g = Vec::with_capacity(vars.len());
+    for (k, v) in vars {
+        if let Some(t) = grads.get(v.as_tensor()) {
+            g.push((k, t.flatten_all()?.to_vec1::<f32>()?));
+        }
+    }
+    g.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((logits, g))
+}
+
+/// [`Parity`] of `name` on `dev` against the CPU, on the host batch `h` (padded to `width`).
+fn cpu_parity(name: &str, seed: u64, h: &HostBatch, width: usize, dev: &Device) -> Result<Parity> {
+    let max_abs = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| f64::from((x - y).abs()))
+            .fold(0.0, f64::max)
+    };
+    let mut sides = Vec::with_capacity(2);
+    for d in [&Device::Cpu, dev] {
+        let (varmap, model, _) = build_model(name, seed, d)?;
+        let layout = model.layout();
+        let b = h.clone().to_device(width, layout.align, d)?;
+        sides.push(logits_and_grads(&varmap, &model, &b)?);
+    }
+    let (cpu, gpu) = (&sides[0], &sides[1]);
+    if cpu.1.len() != gpu.1.len() || cpu.1.iter().zip(&gpu.1).any(|(a, b)| a.0 != b.0) {
+        bail!("{name}: the CPU and GPU models have different parameters with gradients");
+    }
+    let grads = cpu
+        .1
+        .iter()
+        .zip(&gpu.1)
+        .map(|((_, c), (_, g))| {
+            let scale = c.iter().map(|x| f64::from(x.abs())).fold(1.0, f64::max);
+            max_abs(c, g) / scale
+        })
+        .fold(0.0, f64::max);
+    Ok(Parity {
+        logits: max_abs(&cpu.0, &gpu.0),
+        grads,
+        tensors: cpu.1.len(),
+    })
+}
+
+/// Builds the model, its batches (written to `batch_file` for torch when given) and times it.
+fn run_candle(
+    name: &str,
+    s: &Settings,
+    dev: &Device,
+    batch_file: Option<&Path>,
+) -> Result<CandleRun> {
+    let (varmap, model, params) = build_model(name, s.seed, dev)?;
+    let layout = model.layout();
     let host = build_batches(
         ELECTRONICS,
         layout,
@@ -448,9 +554,19 @@ fn run_candle(name: &str, s: &Settings, batch_file: Option<&Path>) -> Result<Can
         s.seed ^ 0x5eed,
     );
     let widths: Vec<usize> = host.iter().map(|(_, w)| *w).collect();
+    let parity = match host.first() {
+        Some((h, w)) if !dev.is_cpu() => match cpu_parity(name, s.seed, h, *w, dev) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!("{name}: the check against the CPU failed: {e:#}");
+                None
+            }
+        },
+        _ => None,
+    };
     let batches: Vec<Batch> = host
         .into_iter()
-        .map(|(h, w)| h.to_device(w, layout.align, &dev))
+        .map(|(h, w)| h.to_device(w, layout.align, dev))
         .collect::<candle_core::Result<_>>()?;
     if let Some(path) = batch_file {
         write_batches(&batches, path)?;
@@ -462,6 +578,7 @@ fn run_candle(name: &str, s: &Settings, batch_file: Option<&Path>) -> Result<Can
             ..AdamConfig::default()
         },
     )?;
+    // `to_scalar` copies the loss to the host: on a GPU it waits for the step to finish.
     let timing = time_loop(s.warmup, s.steps, s.max_seconds, |i| {
         let b = &batches[i % batches.len()];
         let out = model.forward(b, true)?;
@@ -474,6 +591,7 @@ fn run_candle(name: &str, s: &Settings, batch_file: Option<&Path>) -> Result<Can
         layout,
         widths,
         timing,
+        parity,
     })
 }
 
@@ -493,7 +611,7 @@ fn write_batches(batches: &[Batch], path: &Path) -> Result<()> {
             ("target_cats", &b.target_cats),
             ("labels", &b.labels),
         ] {
-            t.insert(format!("{i}.{k}"), v.clone());
+            t.insert(format!("{i}.{k}"), v.to_device(&Device::Cpu)?);
         }
     }
     candle_core::safetensors::save(&t, path).with_context(|| format!("writing {}", path.display()))
@@ -524,6 +642,7 @@ fn run_torch(name: &str, s: &Settings, batch_file: &Path) -> Result<Value> {
         .args(["--max-seconds", &s.max_seconds.to_string()])
         .args(["--threads", &threads])
         .args(["--seed", &s.seed.to_string()])
+        .args(["--device", &s.device])
         .env("OMP_NUM_THREADS", &threads)
         .env("MKL_NUM_THREADS", &threads)
         .output()
@@ -609,9 +728,22 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
         .unwrap_or_else(|| "—".into())
 }
 
+/// The GPU's name (`nvidia-smi`), for the report; `None` on the CPU or without `nvidia-smi`.
+fn gpu_name(device: &str) -> Option<String> {
+    let index = match device {
+        "cpu" => return None,
+        d => d.strip_prefix("cuda:").unwrap_or("0"),
+    };
+    command_line(
+        "nvidia-smi",
+        &["--query-gpu=name", "--format=csv,noheader", "-i", index],
+    )
+}
+
 pub fn run(args: Args) -> Result<()> {
     let s = args.settings()?;
     let threads_how = set_threads(s.threads, s.omp_wait_policy.as_deref())?;
+    let dev = mtrec_train::parse_device(&s.device)?;
     let torch = if !s.torch {
         None
     } else if torch_available(&s.python) {
@@ -649,7 +781,7 @@ pub fn run(args: Args) -> Result<()> {
         let load = load_average();
         let file = tmp.path().join(format!("{name}.safetensors"));
         let started = Instant::now();
-        let candle = run_candle(name, &s, torch.map(|_| file.as_path()));
+        let candle = run_candle(name, &s, &dev, torch.map(|_| file.as_path()));
         let candle_wall = started.elapsed().as_secs_f64();
         let (candle_json, candle_sps) = match &candle {
             Ok(c) => {
@@ -666,6 +798,13 @@ pub fn run(args: Args) -> Result<()> {
                     c.widths.iter().min().unwrap_or(&0),
                     c.widths.iter().max().unwrap_or(&0),
                 );
+                if let Some(p) = c.parity {
+                    println!(
+                        "{name:<9} {} vs cpu: max |Δlogit| {:.2e}, max relative |Δgrad| {:.2e} \
+                         ({} parameters)",
+                        s.device, p.logits, p.grads, p.tensors
+                    );
+                }
                 (
                     json!({
                         "params": c.params,
@@ -679,6 +818,11 @@ pub fn run(args: Args) -> Result<()> {
                         "median_ms": t.median_ms,
                         "last_loss": t.last_loss,
                         "wall_s": candle_wall,
+                        "parity_vs_cpu": c.parity.map(|p| json!({
+                            "max_abs_logit_diff": p.logits,
+                            "max_rel_grad_diff": p.grads,
+                            "parameters": p.tensors,
+                        })),
                     }),
                     Some(t.samples_per_s(s.batch)),
                 )
@@ -742,6 +886,7 @@ pub fn run(args: Args) -> Result<()> {
             "cpu": cpu_model(),
             "load_average_start": load_start,
             "load_average_end": load_average(),
+            "gpu": gpu_name(&s.device),
         },
         "versions": {
             "candle": candle_version,
@@ -761,6 +906,7 @@ pub fn run(args: Args) -> Result<()> {
             "max_seconds": s.max_seconds,
             "omp_wait_policy": s.omp_wait_policy,
             "seed": s.seed,
+            "device": s.device,
             "vocab": ELECTRONICS,
             "optimizer": "Adam lr 1e-3, betas 0.9/0.999, eps 1e-8, no weight decay (dense updates)",
             "batches": N_BATCHES,
@@ -802,11 +948,21 @@ pub fn markdown(r: &Value) -> String {
         Value::Null => "—".into(),
         x => x.to_string(),
     };
+    let device = st["device"].as_str().unwrap_or("cpu");
+    let device_flag = if device == "cpu" {
+        String::new()
+    } else {
+        format!(" --device {device}")
+    };
+    let device_text = match m["gpu"].as_str() {
+        Some(gpu) => format!("{device} ({gpu}); both frameworks train on it"),
+        None => device.to_owned(),
+    };
     let mut md = format!(
         "# Training throughput: candle vs PyTorch\n\n\
          Command: `cargo xtask bench-train --models {} --batch {} --steps {} --warmup {} \
-         --history-cap {} --lengths {} --threads {} --max-seconds {} --omp-wait-policy {}`\n\n\
-         - date: {}\n- machine: {} cores (nproc), {}; load average (1/5/15 min) {} at the start, \
+         --history-cap {} --lengths {} --threads {} --max-seconds {} --omp-wait-policy {}{}`\n\n\
+         - date: {}\n- device: {}\n- machine: {} cores (nproc), {}; load average (1/5/15 min) {} at the start, \
          {} at the end (a load above the thread count means other jobs competed for the cores)\n\
          - versions: candle {}, torch {}, {}\n\
          - threads: {}\n\
@@ -831,7 +987,9 @@ pub fn markdown(r: &Value) -> String {
         st["threads"],
         st["max_seconds"],
         st["omp_wait_policy"].as_str().unwrap_or("unset"),
+        device_flag,
         text(&r["date"]),
+        device_text,
         text(&m["nproc"]),
         text(&m["cpu"]),
         text(&m["load_average_start"]),
@@ -904,6 +1062,32 @@ pub fn markdown(r: &Value) -> String {
          are the parity references of `tests/reference/` at the default sizes \
          (`xtask/bench/train_torch.py` lists where they differ from the Rust models).\n",
     );
+    let parity: Vec<String> = r["results"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .filter_map(|row| {
+            let p = &row["candle"]["parity_vs_cpu"];
+            Some(format!(
+                "| {} | {:.2e} | {:.2e} | {} |\n",
+                text(&row["model"]),
+                p["max_abs_logit_diff"].as_f64()?,
+                p["max_rel_grad_diff"].as_f64()?,
+                p["parameters"]
+            ))
+        })
+        .collect();
+    if !parity.is_empty() {
+        md.push_str(&format!(
+            "\nThe candle model on {device} against the same weights on the CPU, on the first batch in \
+             evaluation mode: the largest logit difference, and the largest gradient difference of \
+             any parameter relative to max(1, its largest CPU gradient).\n\n\
+             | model | max abs Δlogit | max rel Δgrad | parameters |\n|---|---:|---:|---:|\n"
+        ));
+        for line in parity {
+            md.push_str(&line);
+        }
+    }
     md
 }
 
@@ -947,6 +1131,46 @@ mod tests {
         assert!(parse(&["--batch", "0"]).is_err());
         assert!(parse(&["--threads", "0"]).is_err());
         assert!(parse(&["--max-seconds", "-1"]).is_err());
+
+        assert_eq!(s.device, "cpu");
+        assert_eq!(parse(&["--device", "CUDA:1"]).unwrap().device, "cuda:1");
+        assert_eq!(parse(&["--device", "cuda"]).unwrap().device, "cuda");
+        for bad in ["gpu", "cuda:", "cuda:x"] {
+            let e = parse(&["--device", bad]).unwrap_err().to_string();
+            assert!(e.contains("expected cpu, cuda or cuda:<N>"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn gpu_report_names_the_device_and_lists_the_cpu_check() {
+        let r = json!({
+            "date": "2025-01-01T00:00:00Z",
+            "machine": {"nproc": 16, "cpu": "x", "gpu": "NVIDIA H100"},
+            "versions": {},
+            "settings": {"models": ["din"], "batch": 4, "steps": 3, "warmup": 1,
+                "history_cap": 100, "threads": 4, "max_seconds": 0.0, "device": "cuda",
+                "vocab": ELECTRONICS, "batches": 8},
+            "results": [
+                {"model": "din", "load_average": null,
+                 "candle": {"params": 10, "widths": [5], "samples_per_s": 100.0, "ms_per_step": 40.0,
+                    "steps": 3, "parity_vs_cpu": {"max_abs_logit_diff": 4.05e-8,
+                    "max_rel_grad_diff": 2.33e-9, "parameters": 19}},
+                 "torch": null, "ratio_candle_over_torch": null}
+            ]
+        });
+        let md = markdown(&r);
+        assert!(md.contains("--device cuda`"), "{md}");
+        assert!(md.contains("- device: cuda (NVIDIA H100)"), "{md}");
+        assert!(md.contains("| din | 4.05e-8 | 2.33e-9 | 19 |"), "{md}");
+        // A CPU report has neither.
+        let mut cpu = r.clone();
+        cpu["settings"]["device"] = json!("cpu");
+        cpu["results"][0]["candle"]["parity_vs_cpu"] = Value::Null;
+        let md = markdown(&cpu);
+        assert!(
+            !md.contains("--device") && !md.contains("max abs Δlogit"),
+            "{md}"
+        );
     }
 
     fn check_batch(h: &HostBatch, width: usize, batch: usize, max_len: usize, layout: Layout) {
