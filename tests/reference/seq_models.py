@@ -99,9 +99,10 @@ def tf_normalize(x, ln):
 class TfAttention(nn.Module):
     """modules.py::multihead_attention (query/key/value dense layers, no output projection)."""
 
-    def __init__(self, d, heads):
+    def __init__(self, d, heads, dropout=0.0):
         super().__init__()
         self.heads = heads
+        self.p = dropout
         self.query = nn.Linear(d, d)
         self.key = nn.Linear(d, d)
         self.value = nn.Linear(d, d)
@@ -125,6 +126,7 @@ class TfAttention(nn.Module):
         # Query masking from the (normalised) queries' features.
         query_masks = torch.sign(torch.abs(queries.sum(-1))).repeat(h, 1).unsqueeze(-1)
         out = out * query_masks
+        out = F.dropout(out, self.p, self.training)
         out = out @ v_
         out = torch.cat(torch.chunk(out, h, dim=0), 2)  # back to [B, L, d]
         return out + queries  # residual from the normalised queries
@@ -133,27 +135,33 @@ class TfAttention(nn.Module):
 class ConvFfn(nn.Module):
     """modules.py::feedforward with kernel-size-1 conv1d = dense layers, ReLU, residual."""
 
-    def __init__(self, d):
+    def __init__(self, d, dropout=0.0):
         super().__init__()
+        self.p = dropout
         self.conv1 = nn.Linear(d, d)
         self.conv2 = nn.Linear(d, d)
 
     def forward(self, x):
-        return self.conv2(torch.relu(self.conv1(x))) + x
+        h = F.dropout(torch.relu(self.conv1(x)), self.p, self.training)
+        return F.dropout(self.conv2(h), self.p, self.training) + x
 
 
 class SasRec(nn.Module):
-    def __init__(self, cfg, vocab=VOCAB):
+    """`dropout` (default 0: the parity fixtures are evaluation-mode) where the official code and
+    the Rust model apply dropout_rate in training: embeddings, attention weights, both FFN layers."""
+
+    def __init__(self, cfg, vocab=VOCAB, dropout=0.0):
         super().__init__()
         d = cfg["hidden_units"]
         self.d = d
+        self.p = dropout
         self.tokens = TokenEmbedding(d, "item_emb", "cat_emb", vocab)
         self.pos_emb = nn.Embedding(cfg["maxlen"], d)
         n = cfg["num_blocks"]
         self.attention_layernorms = nn.ModuleList([nn.LayerNorm(d) for _ in range(n)])
-        self.attention_layers = nn.ModuleList([TfAttention(d, cfg["num_heads"]) for _ in range(n)])
+        self.attention_layers = nn.ModuleList([TfAttention(d, cfg["num_heads"], dropout) for _ in range(n)])
         self.forward_layernorms = nn.ModuleList([nn.LayerNorm(d) for _ in range(n)])
-        self.forward_layers = nn.ModuleList([ConvFfn(d) for _ in range(n)])
+        self.forward_layers = nn.ModuleList([ConvFfn(d, dropout) for _ in range(n)])
         self.last_layernorm = nn.LayerNorm(d)
         self.feature_dim = d
 
@@ -163,7 +171,7 @@ class SasRec(nn.Module):
         positions = torch.arange(items.shape[1], device=items.device)  # width == maxlen
         seq = seq + self.pos_emb.weight[positions]
         mask = (items != 0).to(seq.dtype).unsqueeze(-1)
-        seq = seq * mask
+        seq = F.dropout(seq, self.p, self.training) * mask
         for ln_a, att, ln_f, ffn in zip(
             self.attention_layernorms, self.attention_layers, self.forward_layernorms, self.forward_layers
         ):
@@ -182,8 +190,9 @@ class SasRec(nn.Module):
 class LinAttention(nn.Module):
     """layers.py::MultiHeadAttention (Elu Norm Attention), post-LN with residual."""
 
-    def __init__(self, d, heads):
+    def __init__(self, d, heads, dropout=0.0):
         super().__init__()
+        self.p = dropout
         self.h = heads
         self.dh = d // heads
         self.query = nn.Linear(d, d)
@@ -207,12 +216,13 @@ class LinAttention(nn.Module):
         nk = torch.einsum("mnij,mnj->mnij", ek, k_inv)
         ctx = nq @ (nk @ v) / math.sqrt(self.dh)
         ctx = ctx.permute(0, 2, 1, 3).reshape(x.shape)
-        return self.LayerNorm(self.dense(ctx) + x)
+        return self.LayerNorm(F.dropout(self.dense(ctx), self.p, self.training) + x)
 
 
 class FeedForward(nn.Module):
-    def __init__(self, d, inner):
+    def __init__(self, d, inner, dropout=0.0):
         super().__init__()
+        self.p = dropout
         self.dense_1 = nn.Linear(d, inner)
         self.dense_2 = nn.Linear(inner, d)
         self.LayerNorm = nn.LayerNorm(d, eps=LINREC_LN_EPS)
@@ -220,36 +230,40 @@ class FeedForward(nn.Module):
     def forward(self, x):
         h = self.dense_1(x)
         h = h * 0.5 * (1.0 + torch.erf(h / math.sqrt(2.0)))  # RecBole's gelu
-        return self.LayerNorm(self.dense_2(h) + x)
+        return self.LayerNorm(F.dropout(self.dense_2(h), self.p, self.training) + x)
 
 
 class TrmLayer(nn.Module):
-    def __init__(self, d, inner, heads):
+    def __init__(self, d, inner, heads, dropout=0.0):
         super().__init__()
-        self.multi_head_attention = LinAttention(d, heads)
-        self.feed_forward = FeedForward(d, inner)
+        self.multi_head_attention = LinAttention(d, heads, dropout)
+        self.feed_forward = FeedForward(d, inner, dropout)
 
     def forward(self, x):
         return self.feed_forward(self.multi_head_attention(x))
 
 
 class LinRec(nn.Module):
-    def __init__(self, cfg, heads, vocab=VOCAB):
+    """`dropout` (default 0: the fixtures are evaluation-mode) is hidden_dropout_prob, applied in
+    training after the embedding LayerNorm and before each residual, as RecBole and the Rust model do."""
+
+    def __init__(self, cfg, heads, vocab=VOCAB, dropout=0.0):
         super().__init__()
         d = cfg["hidden_size"]
+        self.p = dropout
         self.tokens = TokenEmbedding(d, "item_embedding", "cat_embedding", vocab)
         self.position_embedding = nn.Embedding(cfg["max_seq_length"], d)
         self.LayerNorm = nn.LayerNorm(d, eps=LINREC_LN_EPS)
         self.trm_encoder = nn.Module()
         self.trm_encoder.layer = nn.ModuleList(
-            [TrmLayer(d, cfg["inner_size"], heads) for _ in range(cfg["n_layers"])]
+            [TrmLayer(d, cfg["inner_size"], heads, dropout) for _ in range(cfg["n_layers"])]
         )
         self.feature_dim = d
 
     def forward(self, b):
         items, cats = b["hist_items"], b["hist_cats"]
         x = self.tokens(items, cats) + self.position_embedding.weight[torch.arange(items.shape[1], device=items.device)]
-        x = self.LayerNorm(x)
+        x = F.dropout(self.LayerNorm(x), self.p, self.training)
         for layer in self.trm_encoder.layer:
             x = layer(x)
         idx = (b["lengths"] - 1).clamp(min=0)  # RecBole gather_indexes; empty history -> column 0

@@ -12,8 +12,9 @@ safetensors file xtask writes (the very batches candle trained on); without it t
 its own batches with the same distribution (lengths uniform in 1..=min(cap, model cap)).
 
 Where the references differ from the Rust models (all small next to the step cost):
-  * SASRec and LinRec: the references have no dropout (Rust: 0.5 and 0.2 in training), and SASRec
-    derives its attention masks from the features (the official way) instead of the batch mask;
+  * SASRec and LinRec: the references' dropout (0.5 and 0.2 in training, as the Rust defaults)
+    draws torch's own masks; SASRec derives its attention masks from the features (the official
+    way) instead of the batch mask;
   * DIEN: the auxiliary loss runs the auxiliary network on all B x (T-1) slots (the reference's
     dense mean); the Rust model feeds it only the real pairs;
   * SIGMA: the reference also computes its Quantile(10) head (B x 64 x 20, not in the loss, not in
@@ -87,10 +88,10 @@ class Ctr(nn.Module):
         elif name == "dien":
             self.backbone = dien.Dien(vocab, E, 36, FCN, ATT, AUX)
         elif name == "sasrec":
-            self.backbone = seq_models.SasRec(SASREC, vocab)
+            self.backbone = seq_models.SasRec(SASREC, vocab, dropout=0.5)
         elif name == "linrec":
             # n_heads 8 divides hidden_size 128: the Rust heads rule keeps 8.
-            self.backbone = seq_models.LinRec(LINREC, LINREC["n_heads"], vocab)
+            self.backbone = seq_models.LinRec(LINREC, LINREC["n_heads"], vocab, dropout=0.2)
         elif name == "sigma":
             self.backbone = sigma.SigmaCtr("item_only", 1, False, n_items=vocab[1], n_cats=vocab[2], **SIGMA)
             self.backbone.feature_dim = SIGMA["d"]

@@ -21,6 +21,7 @@
 //! | [`ctr`] | DIEN-repo CTR trunk pieces: [`CtrEmbeddings`], the BN quirk [`FeatAffine`] / [`BatchNorm1d`] ([`InputNorm`]), `build_fcn_net` as [`FcnTrunk`] |
 //! | [`rnn`] | DIEN's TF-1.x [`TfGruCell`] and [`AugruCell`], `dynamic_rnn`-style [`run_gru`] / [`run_augru`] |
 //! | [`interaction`] | [`fm_second_order`], pairwise [`inner_products`], [`outer_product_pooled`] |
+//! | [`dropout`] | seeded, parallel inverted [`dropout::dropout`]; [`seed_dropout`], [`step_seed`] (trainers reseed every step) |
 //! | [`transformer`] | SASRec's [`SoftmaxAttention`] and LinRec's [`LinearAttention`], [`PointwiseFfn`], [`PositionalEmbedding`], [`TokenEmbedding`], masks, [`gather_rows`], the [`heads_for`] rule |
 //! | [`testing`] | finite-difference gradient checker and an every-Var-gets-a-gradient check |
 //!
@@ -47,6 +48,7 @@ pub mod ctr;
 #[doc(hidden)]
 pub mod custom_op;
 pub mod dense;
+pub mod dropout;
 pub mod embedding;
 mod fused_gru;
 pub mod interaction;
@@ -67,6 +69,7 @@ pub use ctr::{
     InputNormLayer, TrunkActivation,
 };
 pub use dense::{add_last, dense, expand_rows, mul_last, Dense};
+pub use dropout::{seed_dropout, step_seed};
 pub use embedding::{masked_mean, masked_sum, Embedding, EmbeddingConfig, EmbeddingInit};
 pub use interaction::{fm_second_order, inner_products, outer_product_pooled};
 pub use loss::{bce_with_logits, log_sigmoid, softplus};

@@ -88,15 +88,7 @@ pub fn linear(input: usize, output: usize, init: LinearInit, vb: VarBuilder) -> 
     }
 }
 
-/// Inverted dropout (`candle_nn::ops::dropout`, differentiable) when `train` and `p > 0`;
-/// the identity otherwise. `p` must lie in `[0, 1)`.
-pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
-    if train && p > 0.0 {
-        candle_nn::ops::dropout(x, p)
-    } else {
-        Ok(x.clone())
-    }
-}
+pub use crate::dropout::dropout;
 
 /// Checks a dropout probability from a config (`[0, 1)`), naming the field in the error.
 pub fn check_dropout(name: &str, p: f32) -> Result<()> {

@@ -317,6 +317,7 @@ pub fn fit_reward(
         chunk.clear();
         chunk.extend(idx.iter().map(|&i| trans[i]));
         let tb = batcher.transitions(&chunk, device)?;
+        mtrec_nn::seed_dropout(mtrec_nn::step_seed(cfg.seed, k));
         let out_s = model.forward(&tb.state, true)?;
         let out_n = model.forward(&tb.next, true)?;
         let q_loss = match cfg.kind {

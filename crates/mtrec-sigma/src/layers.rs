@@ -42,13 +42,10 @@ pub(crate) fn get_with_values(
     Ok(t)
 }
 
-/// Dropout that is the identity outside training or at `p = 0`.
+/// Dropout that is the identity outside training or at `p = 0` (the seeded
+/// [`mtrec_nn::dropout`]).
 pub(crate) fn dropout(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
-    if train && p > 0.0 {
-        candle_nn::ops::dropout(x, p as f32)
-    } else {
-        Ok(x.clone())
-    }
+    mtrec_nn::dropout::dropout(x, p as f32, train)
 }
 
 /// `x W^T (+ b)` over the last dimension of a tensor of any rank, as one 2-D matmul (PyTorch

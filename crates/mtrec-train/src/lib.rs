@@ -30,8 +30,9 @@
 //! ([`init`]); epoch `e` visits the training samples in `mtrec_mdp::shuffled_indices(n, seed, e)`;
 //! the validation users are a seeded draw; candle's CPU kernels are deterministic. So the same seed
 //! on CPU gives bit-identical weights and metrics (tested), and a run interrupted by `max_steps` and
-//! resumed from its checkpoint ends exactly where an uninterrupted run does (tested). Backbones with
-//! dropout would break this: candle draws dropout masks from an unseeded RNG.
+//! resumed from its checkpoint ends exactly where an uninterrupted run does (tested). Dropout masks
+//! come from [`mtrec_nn::dropout`], reseeded before every step from the seed and the step number,
+//! so backbones with dropout (SASRec, LinRec, SIGMA) are repeatable too.
 //!
 //! ## Decisions
 //! - **Validation**: a seeded `validation_fraction` (default 5%) of the *training* users is held out

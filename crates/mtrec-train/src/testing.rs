@@ -21,6 +21,8 @@ pub struct TinyBackbone {
 
 impl TinyBackbone {
     pub const NAME: &'static str = "tiny";
+    /// Dropout on the MLP input in training.
+    pub const DROPOUT: f32 = 0.1;
 
     pub fn new(vocab: Vocab, dim: usize, vb: VarBuilder) -> Result<Self> {
         let cfg = EmbeddingConfig {
@@ -55,13 +57,15 @@ impl Backbone for TinyBackbone {
         2 * self.dim
     }
 
-    fn forward(&self, batch: &Batch, _train: bool) -> Result<Features> {
+    fn forward(&self, batch: &Batch, train: bool) -> Result<Features> {
         let target = self.embed(&batch.target_items, &batch.target_cats)?;
         let hist = masked_mean(
             &self.embed(&batch.hist_items, &batch.hist_cats)?,
             &batch.mask,
         )?;
         let x = Tensor::cat(&[&target, &hist, &(&target * &hist)?], 1)?;
+        // Light dropout, so that the determinism and resume tests cover the seeded masks.
+        let x = mtrec_nn::dropout::dropout(&x, Self::DROPOUT, train)?;
         Ok(Features::plain(self.mlp.forward(&x)?))
     }
 }

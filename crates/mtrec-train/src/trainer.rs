@@ -576,6 +576,8 @@ impl<'a> Trainer<'a> {
         let t0 = Instant::now();
         let batch = batcher.batch(states, &self.device)?;
         let t1 = Instant::now();
+        // Dropout masks of this step: a function of the seed and the step (resume-exact).
+        mtrec_nn::seed_dropout(mtrec_nn::step_seed(self.cfg.seed, self.state.global_step));
         let out = self.model.forward(&batch, true)?;
         let kappa = self.cfg.kappa;
         let rewards = match (&self.rewards, kappa > 0.0) {
