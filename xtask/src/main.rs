@@ -12,6 +12,7 @@
 mod bench_batch;
 mod bench_prepare;
 mod bench_train;
+mod fig2;
 mod gen_amazon;
 mod table1;
 
@@ -36,6 +37,9 @@ enum Cmd {
     /// dataset and seed, evaluated and compared paired by seed (experiments/table1.yaml).
     /// Resumable: finished cells are never recomputed.
     ReproduceTable1(table1::Args),
+    /// The paper's Figure 2 (RQ2): PPO and SAC on the Virtual Taobao simulator with and without
+    /// the mental reward, paired by seed (experiments/fig2.yaml). Resumable.
+    ReproduceFig2(fig2::Args),
     /// The main job on the embedded default data (offline): the simulator's electronics-small and
     /// books-small worlds, prepared, with their statistics and ground truth.
     Quickstart {
@@ -71,7 +75,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     // The grid prints one line per cell; the libraries' per-run logs would bury them.
     let default_filter = match cli.command {
-        Cmd::ReproduceTable1(_) => "warn",
+        Cmd::ReproduceTable1(_) | Cmd::ReproduceFig2(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -85,6 +89,7 @@ fn main() -> Result<()> {
         .init();
     match cli.command {
         Cmd::ReproduceTable1(args) => table1::run(args),
+        Cmd::ReproduceFig2(args) => fig2::run(args),
         Cmd::Quickstart { dir, seed } => quickstart(&dir, seed),
         Cmd::BenchPrepare(args) => bench_prepare::run(args),
         Cmd::BenchBatch(args) => bench_batch::run(args),
