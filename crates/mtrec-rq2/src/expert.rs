@@ -178,7 +178,7 @@ impl Default for ExpertConfig {
             episodes: 2_000,
             min_ectr: 0.5,
             max_noise: 0.6,
-            max_episodes: 100_000,
+            max_episodes: 1_000_000,
             cem: CemConfig::default(),
         }
     }
