@@ -10,14 +10,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
 use mtrec_rl::{evaluate, Env, NoHook, Policy, Ppo, PpoConfig, RewardHook, Sac, SacConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, Rq2Error};
 use crate::expert::{collect_expert, ExpertConfig, ExpertStats};
 use crate::hook::MentalHook;
-use crate::mental::{fit_mental, MentalConfig, MentalFit};
+use crate::mental::{fit_mental, MentalConfig, MentalFit, MentalReward};
 use crate::report::{Curve, EvalPoint};
 
 /// One profile of `experiments/fig2.yaml`.
@@ -206,11 +207,7 @@ where
     F: Fn(usize, u64) -> Result<E>,
 {
     cfg.validate()?;
-    progress.stage("collecting expert episodes");
-    let mut expert_env = make_env(16, cfg.expert_seed)?;
-    let (data, expert) = collect_expert(&mut expert_env, cfg.expert, cfg.expert_seed)?;
-    progress.stage("fitting the mental reward (QR-IQL)");
-    let (_, mental_model, mental) = fit_mental(&data, cfg.mental, cfg.expert_seed, device)?;
+    let (mental_model, expert, mental) = mental_reward(cfg, &make_env, runs_dir, device, progress)?;
     // The runs depend on the expert data and the mental reward through their settings and seed.
     let upstream = format!("{:?}", (&expert.constant.action, mental.last_loss));
     let mut runs = Vec::new();
@@ -251,6 +248,65 @@ where
         mental,
         runs,
     })
+}
+
+/// The expert data's summary and the fitted mental reward, from `runs_dir` when an earlier call
+/// with the same expert and mental-reward settings saved them, else collected and fitted (and
+/// saved: `mental-<fingerprint>.{safetensors,json}`).
+fn mental_reward<E, F>(
+    cfg: &Fig2Config,
+    make_env: &F,
+    runs_dir: &Path,
+    device: &Device,
+    progress: &mut dyn Progress,
+) -> Result<(MentalReward, ExpertStats, MentalFit)>
+where
+    E: Env,
+    F: Fn(usize, u64) -> Result<E>,
+{
+    use sha2::{Digest, Sha256};
+    let key = serde_json::to_string(&(&cfg.expert, &cfg.mental, cfg.expert_seed))
+        .map_err(|e| Rq2Error::Data(e.to_string()))?;
+    let fp = &hex::encode(Sha256::digest(key.as_bytes()))[..16];
+    let weights = runs_dir.join(format!("mental-{fp}.safetensors"));
+    let meta = runs_dir.join(format!("mental-{fp}.json"));
+    if weights.exists() && meta.exists() {
+        let text = std::fs::read_to_string(&meta).map_err(|source| Rq2Error::Io {
+            path: meta.clone(),
+            source,
+        })?;
+        let (expert, fit): (ExpertStats, MentalFit) = serde_json::from_str(&text)
+            .map_err(|e| Rq2Error::Data(format!("{}: {e}", meta.display())))?;
+        let mut varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let model = MentalReward::new(cfg.mental, vb)?;
+        varmap
+            .load(&weights)
+            .map_err(|e| Rq2Error::Data(format!("{}: {e}", weights.display())))?;
+        progress.stage("expert data and mental reward: done before, reused");
+        return Ok((model, expert, fit));
+    }
+    progress.stage("collecting expert episodes");
+    let mut expert_env = make_env(16, cfg.expert_seed)?;
+    let (data, expert) = collect_expert(&mut expert_env, cfg.expert, cfg.expert_seed)?;
+    progress.stage("fitting the mental reward (QR-IQL)");
+    let (varmap, model, fit) = fit_mental(&data, cfg.mental, cfg.expert_seed, device)?;
+    std::fs::create_dir_all(runs_dir).map_err(|source| Rq2Error::Io {
+        path: runs_dir.to_path_buf(),
+        source,
+    })?;
+    let tmp = weights.with_extension("safetensors.tmp");
+    varmap
+        .save(&tmp)
+        .map_err(|e| Rq2Error::Data(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, &weights).map_err(|source| Rq2Error::Io {
+        path: weights.clone(),
+        source,
+    })?;
+    let json =
+        serde_json::to_vec_pretty(&(&expert, &fit)).map_err(|e| Rq2Error::Data(e.to_string()))?;
+    write_atomic(&meta, &json)?;
+    Ok((model, expert, fit))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -102,9 +102,16 @@ fn tiny_protocol_runs_pairs_and_resumes() {
         "{md}"
     );
 
-    // A second call finds every run done and returns the same curves.
+    // A second call finds the expert data, the mental reward and every run done, and returns
+    // the same outcome.
+    let saved: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("mental-"))
+        .collect();
+    assert_eq!(saved.len(), 2, "{saved:?}");
     let again = run_fig2(&cfg, make, dir.path(), &Device::Cpu, &mut Quiet).unwrap();
-    assert_eq!(again.runs, out.runs);
+    assert_eq!(again, out);
     // Another κ is another experiment: its runs are not reused.
     let mut other = cfg.clone();
     other.kappa = 0.5;
