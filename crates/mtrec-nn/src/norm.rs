@@ -29,9 +29,25 @@ impl LayerNorm {
         self.eps
     }
 
+    /// `γ ⊙ (x − mean) / sqrt(var + eps) + β` over the last dimension. On CPU f32/f64 the
+    /// normalisation is one fused op with its own backward ([`crate::fused_norm`]); elsewhere it
+    /// is composed from candle ops ([`LayerNorm::forward_composed`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // `candle_nn::ops::layer_norm_slow`'s arithmetic (eps rounded through f32 as it does), with
-        // the weight and bias applied by `mul_last`/`add_last` so their gradients are matmuls.
+        if !crate::custom_op::fused_ok(x) {
+            return self.forward_composed(x);
+        }
+        // eps rounded through f32, as `candle_nn::ops::layer_norm_slow` does.
+        let op = crate::fused_norm::NormalizeOp {
+            eps: self.eps as f32 as f64,
+        };
+        let normed = x.contiguous()?.apply_op1(op)?;
+        add_last(&mul_last(&normed, &self.weight)?, &self.bias)
+    }
+
+    /// The op-composed form: `candle_nn::ops::layer_norm_slow`'s arithmetic (eps rounded through
+    /// f32 as it does), with the weight and bias applied by `mul_last`/`add_last` so their
+    /// gradients are matmuls. The reference of the fused op's tests, and the path off the CPU.
+    pub fn forward_composed(&self, x: &Tensor) -> Result<Tensor> {
         let c = x.dim(D::Minus1)?;
         let mean = (x.sum_keepdim(D::Minus1)? / c as f64)?;
         let centred = x.broadcast_sub(&mean)?;
