@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, Rq2Error};
 use crate::expert::{collect_expert, ExpertConfig, ExpertStats};
 use crate::hook::MentalHook;
-use crate::mental::{fit_mental, MentalConfig, MentalFit, MentalReward};
+use crate::mental::{fit_mental_with_progress, MentalConfig, MentalFit, MentalReward};
 use crate::report::{Curve, EvalPoint};
 
 /// One profile of `experiments/fig2.yaml`.
@@ -104,8 +104,8 @@ pub struct Fig2Outcome {
 /// Progress callbacks (the xtask draws a bar with them).
 pub trait Progress {
     fn stage(&mut self, what: &str);
-    /// A training run advanced to `env_steps` of `total`.
-    fn run_step(&mut self, run: &str, env_steps: u64, total: u64);
+    /// A long stage (a training run, the mental-reward fit) advanced to `done` of `total` steps.
+    fn run_step(&mut self, run: &str, done: u64, total: u64);
 }
 
 /// A progress sink that says nothing.
@@ -290,7 +290,13 @@ where
     let mut expert_env = make_env(16, cfg.expert_seed)?;
     let (data, expert) = collect_expert(&mut expert_env, cfg.expert, cfg.expert_seed)?;
     progress.stage("fitting the mental reward (QR-IQL)");
-    let (varmap, model, fit) = fit_mental(&data, cfg.mental, cfg.expert_seed, device)?;
+    let (varmap, model, fit) = fit_mental_with_progress(
+        &data,
+        cfg.mental,
+        cfg.expert_seed,
+        device,
+        &mut |done, all| progress.run_step("mental reward", done as u64, all as u64),
+    )?;
     std::fs::create_dir_all(runs_dir).map_err(|source| Rq2Error::Io {
         path: runs_dir.to_path_buf(),
         source,

@@ -13,6 +13,8 @@ pub use error::{Result, Rq2Error};
 pub use experiment::{run_fig2, Fig2Config, Fig2Outcome, Progress, Quiet, RunRecord};
 pub use expert::{collect_expert, search_constant_action, CemConfig, ExpertConfig, ExpertStats};
 pub use hook::MentalHook;
-pub use mental::{fit_mental, MentalConfig, MentalFit, MentalReward, Transitions};
+pub use mental::{
+    fit_mental, fit_mental_with_progress, MentalConfig, MentalFit, MentalReward, Transitions,
+};
 pub use report::{bands, Band, Curve, EvalPoint};
 pub use vtb::VtbEnv;

@@ -215,6 +215,17 @@ pub fn fit_mental(
     seed: u64,
     device: &Device,
 ) -> Result<(VarMap, MentalReward, MentalFit)> {
+    fit_mental_with_progress(data, cfg, seed, device, &mut |_, _| {})
+}
+
+/// [`fit_mental`], calling `on_step(steps done, steps in all)` every 1% of the steps.
+pub fn fit_mental_with_progress(
+    data: &Transitions,
+    cfg: MentalConfig,
+    seed: u64,
+    device: &Device,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> Result<(VarMap, MentalReward, MentalFit)> {
     cfg.validate()?;
     data.validate()?;
     if data.is_empty() {
@@ -278,6 +289,9 @@ pub fn fit_mental(
         }
         opt.backward_step(&loss)?;
         losses.push(v);
+        if (step + 1) % (cfg.steps / 100).max(1) == 0 || step + 1 == cfg.steps {
+            on_step(step + 1, cfg.steps);
+        }
     }
     let tenth = (losses.len() / 10).max(1);
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
