@@ -110,9 +110,16 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".mtrec-")
-        .suffix(".tmp")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".mtrec-").suffix(".tmp");
+    // An ordinary file's mode (rw-r--r-- less the umask), not the temporary file's private 0600:
+    // results and datasets are meant to be read by others.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut tmp = builder
         .tempfile_in(&dir)
         .map_err(|e| DataError::io(&dir, e))?;
     tmp.write_all(bytes).map_err(|e| DataError::io(path, e))?;
@@ -186,6 +193,22 @@ fn parent_dir(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use flate2::write::GzEncoder;
+
+    /// Written files get an ordinary file's mode (the umask applied), not the temp file's 0600.
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_get_an_ordinary_file_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let umasked = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
+        let p = dir.path().join("out.json");
+        write_atomic(&p, b"{}").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, umasked & 0o644, "{mode:o} vs {umasked:o}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"{}");
+    }
 
     #[test]
     fn lines_accept_crlf_and_gzip() {
