@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::env::{check_step, Env, EnvSpec};
+use crate::env::{Env, EnvSpec};
 use crate::error::{Result, RlError};
-use crate::hook::{extra_rewards, RewardHook};
+use crate::hook::{current_obs, step_shaped, RewardHook};
 use crate::log::{episode_means, EpisodeRecord, EpisodeTracker};
 
 /// A trained policy that can act without noise.
@@ -93,33 +93,9 @@ where
                 ),
             ));
         }
-        let obs = env.obs().to_vec();
-        if obs.len() != n * spec.obs_dim {
-            return Err(RlError::EnvContract {
-                env_steps,
-                message: format!("obs() holds {} floats for {n} slots", obs.len()),
-            });
-        }
+        let obs = current_obs(env, spec.obs_dim, env_steps)?;
         let actions = policy.act_deterministic(&obs)?;
-        let step = env
-            .step(&actions)
-            .map_err(|source| RlError::Env { env_steps, source })?;
-        check_step(&step, n, spec.obs_dim, env_steps)?;
-        let extra = extra_rewards(
-            hook,
-            &obs,
-            &actions,
-            &step.rewards,
-            &step.next_obs,
-            &step.dones,
-            env_steps,
-        )?;
-        let shaped: Vec<f32> = step
-            .rewards
-            .iter()
-            .zip(&extra)
-            .map(|(r, x)| r + x)
-            .collect();
+        let (step, shaped) = step_shaped(env, hook, &obs, &actions, spec.obs_dim, env_steps)?;
         tracker.record(&step, &shaped);
         env_steps += n as u64;
         vector_steps += 1;

@@ -6,7 +6,8 @@
 //! vector step with the whole batch of transitions and train on `r_env + extra`. The caller builds
 //! `extra = κ·r_mental` inside its hook (so κ lives with the reward model, not in the RL settings).
 
-use crate::error::EnvError;
+use crate::env::{check_step, Env, EnvStep};
+use crate::error::{EnvError, RlError};
 
 /// Computes the extra reward of each slot's transition of one vector step.
 ///
@@ -60,8 +61,62 @@ where
     }
 }
 
+/// The observations to act on, checked to hold `num_envs × obs_dim` floats.
+pub(crate) fn current_obs<E: Env + ?Sized>(
+    env: &E,
+    obs_dim: usize,
+    env_steps: u64,
+) -> crate::Result<Vec<f32>> {
+    let n = env.num_envs();
+    let obs = env.obs().to_vec();
+    if obs.len() != n * obs_dim {
+        return Err(RlError::EnvContract {
+            env_steps,
+            message: format!("obs() holds {} floats for {n} × {obs_dim}", obs.len()),
+        });
+    }
+    Ok(obs)
+}
+
+/// One vector step as every trainer and the evaluation take it: steps `env` with `actions`,
+/// checks what it returns, and asks `hook` for the extra rewards. Returns the step and the shaped
+/// rewards `r_env + extra`.
+pub(crate) fn step_shaped<E, H>(
+    env: &mut E,
+    hook: &mut H,
+    obs: &[f32],
+    actions: &[f32],
+    obs_dim: usize,
+    env_steps: u64,
+) -> crate::Result<(EnvStep, Vec<f32>)>
+where
+    E: Env + ?Sized,
+    H: RewardHook + ?Sized,
+{
+    let step = env
+        .step(actions)
+        .map_err(|source| RlError::Env { env_steps, source })?;
+    check_step(&step, env.num_envs(), obs_dim, env_steps)?;
+    let extra = extra_rewards(
+        hook,
+        obs,
+        actions,
+        &step.rewards,
+        &step.next_obs,
+        &step.dones,
+        env_steps,
+    )?;
+    let shaped = step
+        .rewards
+        .iter()
+        .zip(&extra)
+        .map(|(r, x)| r + x)
+        .collect();
+    Ok((step, shaped))
+}
+
 /// Calls the hook and checks its answer (one finite value per slot).
-pub(crate) fn extra_rewards<H: RewardHook + ?Sized>(
+fn extra_rewards<H: RewardHook + ?Sized>(
     hook: &mut H,
     obs: &[f32],
     actions: &[f32],

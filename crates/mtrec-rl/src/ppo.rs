@@ -27,11 +27,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::dist::{gaussian_entropy, gaussian_log_prob};
-use crate::env::{check_step, Env, EnvSpec};
+use crate::env::{Env, EnvSpec};
 use crate::error::{Result, RlError};
 use crate::eval::Policy;
 use crate::gae::compute_gae;
-use crate::hook::{extra_rewards, RewardHook};
+use crate::hook::{current_obs, step_shaped, RewardHook};
 use crate::log::{make_point, EpisodeTracker, LogPoint, LossMeans, TrainLog};
 use crate::nets::{
     clip_grad_norm, host, rng, rows, sorted_vars, standard_normal, Activation, Mlp, ParamFactory,
@@ -480,13 +480,7 @@ impl Ppo {
         let mut r = Rollout::default();
         let std = self.std()?;
         for _ in 0..t_max {
-            let obs = env.obs().to_vec();
-            if obs.len() != n * od {
-                return Err(RlError::EnvContract {
-                    env_steps: self.env_steps,
-                    message: format!("obs() holds {} floats for {n} × {od}", obs.len()),
-                });
-            }
+            let obs = current_obs(env, od, self.env_steps)?;
             let obs_t = rows(&obs, n, od, &self.device)?;
             let mean = self.mean(&obs_t)?.detach();
             let values = host(&self.value(&obs_t)?)?;
@@ -498,26 +492,7 @@ impl Ppo {
             let u_t = rows(&u, n, ad, &self.device)?;
             let logp = host(&gaussian_log_prob(&u_t, &mean, &self.log_std.detach())?)?;
             let clipped: Vec<f32> = u.iter().map(|&a| self.clip_action(a)).collect();
-            let step = env.step(&clipped).map_err(|source| RlError::Env {
-                env_steps: self.env_steps,
-                source,
-            })?;
-            check_step(&step, n, od, self.env_steps)?;
-            let extra = extra_rewards(
-                hook,
-                &obs,
-                &clipped,
-                &step.rewards,
-                &step.next_obs,
-                &step.dones,
-                self.env_steps,
-            )?;
-            let shaped: Vec<f32> = step
-                .rewards
-                .iter()
-                .zip(&extra)
-                .map(|(a, b)| a + b)
-                .collect();
+            let (step, shaped) = step_shaped(env, hook, &obs, &clipped, od, self.env_steps)?;
             if let Some(t) = self.tracker.as_mut() {
                 t.record(&step, &shaped);
             }

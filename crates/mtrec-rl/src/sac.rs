@@ -27,10 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::buffer::ReplayBuffer;
 use crate::dist::squashed_log_prob;
-use crate::env::{check_step, Env, EnvSpec};
+use crate::env::{Env, EnvSpec};
 use crate::error::{Result, RlError};
 use crate::eval::Policy;
-use crate::hook::{extra_rewards, RewardHook};
+use crate::hook::{current_obs, step_shaped, RewardHook};
 use crate::log::{make_point, EpisodeTracker, LogPoint, LossMeans, TrainLog};
 use crate::nets::{
     clip_grad_norm, host, rng, rows, soft_update, sorted_vars, standard_normal, Activation, Mlp,
@@ -541,13 +541,7 @@ impl Sac {
     {
         let n = env.num_envs();
         let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
-        let obs = env.obs().to_vec();
-        if obs.len() != n * od {
-            return Err(RlError::EnvContract {
-                env_steps: self.env_steps,
-                message: format!("obs() holds {} floats for {n} × {od}", obs.len()),
-            });
-        }
+        let obs = current_obs(env, od, self.env_steps)?;
         // Actions in [−1, 1] (the agent's space).
         let squashed: Vec<f32> = if self.env_steps < self.cfg.learning_starts {
             (0..n * ad)
@@ -563,26 +557,7 @@ impl Sac {
                 .collect()
         };
         let actions: Vec<f32> = squashed.iter().map(|&a| self.to_env(a)).collect();
-        let step = env.step(&actions).map_err(|source| RlError::Env {
-            env_steps: self.env_steps,
-            source,
-        })?;
-        check_step(&step, n, od, self.env_steps)?;
-        let extra = extra_rewards(
-            hook,
-            &obs,
-            &actions,
-            &step.rewards,
-            &step.next_obs,
-            &step.dones,
-            self.env_steps,
-        )?;
-        let shaped: Vec<f32> = step
-            .rewards
-            .iter()
-            .zip(&extra)
-            .map(|(a, b)| a + b)
-            .collect();
+        let (step, shaped) = step_shaped(env, hook, &obs, &actions, od, self.env_steps)?;
         if let Some(t) = self.tracker.as_mut() {
             t.record(&step, &shaped);
         }
