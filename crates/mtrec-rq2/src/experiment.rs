@@ -13,6 +13,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use mtrec_rl::{evaluate, Env, NoHook, Policy, Ppo, PpoConfig, RewardHook, Sac, SacConfig};
+use mtrec_vtaobao::{EctrReport, EpisodeStats};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, Rq2Error};
@@ -152,45 +153,34 @@ impl Agent {
 }
 
 /// eCTR of the deterministic policy over `episodes` fresh episodes of `env`: the per-episode mean
-/// of clicks / (10 · pages) and the ratio of sums.
+/// of clicks / (10 · pages) and the ratio of sums ([`EctrReport`]; an episode's return is its
+/// clicks).
 pub fn ectr_of<E: Env>(policy: &dyn Policy, env: &mut E, episodes: usize) -> Result<(f64, f64)> {
     let r = evaluate(policy, env, &mut NoHook, episodes, 10_000_000)
         .map_err(|e| Rq2Error::Rl(e.to_string()))?;
-    let per: Vec<f64> = r
+    let stats: Vec<EpisodeStats> = r
         .episodes
         .iter()
-        .map(|e| e.raw_return / (10.0 * e.len.max(1) as f64))
+        .map(|e| EpisodeStats {
+            clicks: e.raw_return.round() as u32,
+            pages: e.len as u32,
+        })
         .collect();
-    let mean = per.iter().sum::<f64>() / per.len().max(1) as f64;
-    let clicks: f64 = r.episodes.iter().map(|e| e.raw_return).sum();
-    let pages: usize = r.episodes.iter().map(|e| e.len).sum();
-    Ok((mean, clicks / (10.0 * pages.max(1) as f64)))
+    let report = EctrReport::from_episodes(&stats)
+        .ok_or_else(|| Rq2Error::Rl("the evaluation finished no episode".into()))?;
+    Ok((report.per_episode_mean, report.ratio_of_sums))
 }
 
-fn fingerprint(
-    cfg: &Fig2Config,
-    algo: &str,
-    variant: &str,
-    seed: u64,
-    extra: &str,
-) -> Result<String> {
+/// The first 16 hex digits of the SHA-256 of `key` as JSON: the name under which a run or the
+/// mental reward is saved.
+fn fingerprint(key: &impl Serialize) -> Result<String> {
     use sha2::{Digest, Sha256};
-    let json = serde_json::to_string(&(cfg, algo, variant, seed, extra))
-        .map_err(|e| Rq2Error::Data(e.to_string()))?;
+    let json = serde_json::to_string(key).map_err(|e| Rq2Error::Data(e.to_string()))?;
     Ok(hex::encode(Sha256::digest(json.as_bytes()))[..16].to_owned())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| Rq2Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    mtrec_data::io::write_atomic(path, bytes).map_err(|e| Rq2Error::Data(e.to_string()))
 }
 
 /// Runs the whole protocol. `make_env(n, seed)` builds a simulator with `n` parallel users whose
@@ -216,7 +206,7 @@ where
             for variant in ["plain", "mtrec"] {
                 let name = format!("{algo}-{variant}-s{seed}");
                 let path: PathBuf = runs_dir.join(format!("{name}.json"));
-                let fp = fingerprint(cfg, algo, variant, seed, &upstream)?;
+                let fp = fingerprint(&(cfg, algo, variant, seed, &upstream))?;
                 if let Ok(text) = std::fs::read_to_string(&path) {
                     if let Ok(r) = serde_json::from_str::<RunRecord>(&text) {
                         if r.fingerprint == fp {
@@ -264,10 +254,7 @@ where
     E: Env,
     F: Fn(usize, u64) -> Result<E>,
 {
-    use sha2::{Digest, Sha256};
-    let key = serde_json::to_string(&(&cfg.expert, &cfg.mental, cfg.expert_seed))
-        .map_err(|e| Rq2Error::Data(e.to_string()))?;
-    let fp = &hex::encode(Sha256::digest(key.as_bytes()))[..16];
+    let fp = fingerprint(&(&cfg.expert, &cfg.mental, cfg.expert_seed))?;
     let weights = runs_dir.join(format!("mental-{fp}.safetensors"));
     let meta = runs_dir.join(format!("mental-{fp}.json"));
     if weights.exists() && meta.exists() {
