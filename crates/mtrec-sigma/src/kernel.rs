@@ -207,10 +207,49 @@ impl<T: Real> Scratch<T> {
     }
 }
 
+/// Defines `$name`, which runs `$imp` compiled for AVX2 where the CPU has it (std checks once and
+/// caches) and for the x86-64 baseline (SSE2, 4 lanes) elsewhere. Release builds target the
+/// baseline, so without this the scan's inner loops ran at half the width this machine has. Only
+/// the vector width changes: the kernels use no fused multiply-add and fix their summation order
+/// in the source, so both versions give the same bits.
+macro_rules! avx2_dispatch {
+    ($(#[$m:meta])* fn $name:ident, $avx:ident => $imp:ident ($($arg:ident : $ty:ty),* $(,)?)) => {
+        $(#[$m])*
+        fn $name<T: Real>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                return unsafe { $avx($($arg),*) };
+            }
+            $imp($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $avx<T: Real>($($arg: $ty),*) {
+            $imp($($arg),*)
+        }
+    };
+}
+
+avx2_dispatch!(fn row_forward, row_forward_avx2 => row_forward_impl(
+    at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>,
+));
+avx2_dispatch!(fn row_states, row_states_avx2 => row_states_impl(
+    at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>, with_y: bool,
+));
+avx2_dispatch!(fn row_backward, row_backward_avx2 => row_backward_impl(
+    at: &[T], bc_row: &[T], gbc_row: &mut [T], dims: Dims, sc: &mut Scratch<T>,
+));
+avx2_dispatch!(fn load_gated_row, load_gated_row_avx2 => load_gated_row_impl(
+    u_row: &[T], bias: &[T], dims: Dims, sc: &mut Scratch<T>,
+));
+
 /// Forward scan of one row: `y[t] = Σ_k s_t[k] C_t[k]` (overwrites `sc.y`), from `sc.delta`,
 /// `sc.x`, `bc_row` (`L × [B_t ; C_t]`) and `at` = Aᵀ `[N, Di]`. Uses `sc.states[..N·Di]` as the
 /// running state; stores nothing else.
-fn row_forward<T: Real>(at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>) {
+#[inline(always)]
+fn row_forward_impl<T: Real>(at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>) {
     let Dims {
         len,
         d_inner: di,
@@ -243,7 +282,8 @@ fn row_forward<T: Real>(at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>)
 
 /// Recomputes and stores every state of one row (`sc.states`, `(L + 1)` blocks); with `with_y`
 /// also the scan output `sc.y`.
-fn row_states<T: Real>(at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>, with_y: bool) {
+#[inline(always)]
+fn row_states_impl<T: Real>(at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>, with_y: bool) {
     let Dims {
         len,
         d_inner: di,
@@ -291,7 +331,8 @@ fn row_states<T: Real>(at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>, 
 /// ∂δ_t  = Σ_k ĝ_t (A exp(δ_t A) s_{t−1} + x_t B_t)        ∂A  += ĝ_t δ_t exp(δ_t A) s_{t−1}
 /// g_{s,t−1} = ĝ_t exp(δ_t A)
 /// ```
-fn row_backward<T: Real>(
+#[inline(always)]
+fn row_backward_impl<T: Real>(
     at: &[T],
     bc_row: &[T],
     gbc_row: &mut [T],
@@ -428,20 +469,29 @@ pub(crate) fn scan_backward<T: Real>(
 }
 
 /// Loads one row of the gated op's inputs into the scratch: `δ = softplus(δraw + bias)`, `x`.
-fn load_gated_row<T: Real>(u_row: &[T], p: &[T], dims: Dims, sc: &mut Scratch<T>) {
+#[inline(always)]
+fn load_gated_row_impl<T: Real>(u_row: &[T], bias: &[T], dims: Dims, sc: &mut Scratch<T>) {
     let Dims {
-        len,
-        d_inner: di,
-        d_state: n,
-        ..
+        len, d_inner: di, ..
     } = dims;
     for t in 0..len {
         let ut = &u_row[t * 3 * di..(t + 1) * 3 * di];
-        for d in 0..di {
-            sc.delta[t * di + d] = softplus(ut[d] + p[d * (n + 2) + n + 1]);
+        for ((o, &v), &b) in sc.delta[t * di..(t + 1) * di]
+            .iter_mut()
+            .zip(&ut[..di])
+            .zip(bias)
+        {
+            *o = softplus(v + b);
         }
         sc.x[t * di..(t + 1) * di].copy_from_slice(&ut[di..2 * di]);
     }
+}
+
+/// The δ bias column of `p = [Di, N + 2]` (A ‖ D ‖ δ bias), contiguous, so that the softplus loop
+/// vectorises.
+fn delta_bias<T: Real>(p: &[T], dims: Dims) -> Vec<T> {
+    let n = dims.d_state;
+    (0..dims.d_inner).map(|d| p[d * (n + 2) + n + 1]).collect()
 }
 
 /// Gated scan forward (mamba_ssm's `selective_scan_fn` with `delta_bias`, `delta_softplus`, `D`
@@ -460,11 +510,12 @@ pub(crate) fn gated_forward<T: Real>(u: &[T], p: &[T], bc: &[T], dims: Dims) -> 
         return out;
     }
     let at: Vec<T> = transpose(p, di, n + 2)[..n * di].to_vec();
+    let bias = delta_bias(p, dims);
     out.par_chunks_mut(len * di).enumerate().for_each_init(
         || Scratch::new(dims, false),
         |sc, (row, o_row)| {
             let u_row = &u[row * len * 3 * di..(row + 1) * len * 3 * di];
-            load_gated_row(u_row, p, dims, sc);
+            load_gated_row(u_row, &bias, dims, sc);
             row_forward(
                 &at,
                 &bc[row * len * 2 * n..(row + 1) * len * 2 * n],
@@ -509,6 +560,7 @@ pub(crate) fn gated_backward<T: Real>(
         return (gu, vec![T::zero(); di * (n + 2)], gbc);
     }
     let at: Vec<T> = transpose(p, di, n + 2)[..n * di].to_vec();
+    let bias = delta_bias(p, dims);
     let (ga_t, gd, gbias) = gu
         .par_chunks_mut(len * 3 * di)
         .zip(gbc.par_chunks_mut(len * 2 * n))
@@ -519,7 +571,7 @@ pub(crate) fn gated_backward<T: Real>(
                 let u_row = &u[row * len * 3 * di..(row + 1) * len * 3 * di];
                 let g_row = &grad[row * len * di..(row + 1) * len * di];
                 let bc_row = &bc[row * len * 2 * n..(row + 1) * len * 2 * n];
-                load_gated_row(u_row, p, dims, &mut sc);
+                load_gated_row(u_row, &bias, dims, &mut sc);
                 row_states(&at, bc_row, dims, &mut sc, true);
                 for t in 0..len {
                     let z = &u_row[t * 3 * di + 2 * di..(t + 1) * 3 * di];
@@ -719,6 +771,77 @@ mod tests {
         }
         assert!(worst < 2e-7, "{worst:e}");
         assert_eq!(ln_f32(1.0), 0.0);
+    }
+
+    /// The AVX2 and the baseline builds of the row kernels give the same bits (only the vector
+    /// width differs), on a width that leaves a remainder after the 8-lane loops.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernels_equal_the_baseline_bit_for_bit() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        let dims = Dims {
+            batch: 1,
+            len: 7,
+            d_inner: 21,
+            d_state: 5,
+        };
+        let (l, di, n) = (dims.len, dims.d_inner, dims.d_state);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |k: usize, scale: f32| -> Vec<f32> {
+            (0..k)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+                })
+                .collect()
+        };
+        let u_row = rnd(l * 3 * di, 4.0);
+        let bias = rnd(di, 2.0);
+        let at: Vec<f32> = rnd(n * di, 2.0).iter().map(|v| -v.abs()).collect();
+        let bc_row = rnd(l * 2 * n, 2.0);
+        let g = rnd(l * di, 2.0);
+        let run = |avx: bool| {
+            let mut sc = Scratch::<f32>::new(dims, true);
+            let mut gbc = vec![0f32; l * 2 * n];
+            // SAFETY: AVX2 is present (checked above).
+            unsafe {
+                if avx {
+                    load_gated_row_avx2(&u_row, &bias, dims, &mut sc);
+                    row_forward_avx2(&at, &bc_row, dims, &mut sc);
+                } else {
+                    load_gated_row_impl(&u_row, &bias, dims, &mut sc);
+                    row_forward_impl(&at, &bc_row, dims, &mut sc);
+                }
+                let y = sc.y.clone();
+                sc.g.copy_from_slice(&g);
+                if avx {
+                    row_states_avx2(&at, &bc_row, dims, &mut sc, true);
+                    row_backward_avx2(&at, &bc_row, &mut gbc, dims, &mut sc);
+                } else {
+                    row_states_impl(&at, &bc_row, dims, &mut sc, true);
+                    row_backward_impl(&at, &bc_row, &mut gbc, dims, &mut sc);
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                [
+                    bits(&sc.delta),
+                    bits(&y),
+                    bits(&sc.y),
+                    bits(&sc.states),
+                    bits(&sc.gdelta),
+                    bits(&sc.gx),
+                    bits(&sc.ga),
+                    bits(&gbc),
+                ]
+            }
+        };
+        let (base, avx) = (run(false), run(true));
+        assert!(base[1].iter().any(|&b| b != 0));
+        assert_eq!(base, avx);
     }
 
     #[test]
