@@ -30,8 +30,9 @@ use sha2::{Digest, Sha256};
 
 use config::{model_settings, reward_settings, train_settings, Table1Config, Variant};
 
-/// Bumped when a change to mtrec alters results, so that old cells are recomputed.
-pub const CELL_VERSION: u32 = 1;
+/// Bumped when a change to mtrec alters results, so that old cells are recomputed. 2: seeded
+/// dropout and the fused LayerNorm changed SASRec's, LinRec's and SIGMA's results.
+pub const CELL_VERSION: u32 = 2;
 
 /// File a finished cell writes last.
 pub const CELL_FILE: &str = "cell.json";
@@ -73,6 +74,10 @@ pub struct Args {
     /// in the last digits; the cell hash does not include the device.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Cells computed at a time, each in its own thread pool [default: the number of cores on the
+    /// CPU, 1 on a GPU]. A cell's result does not depend on it.
+    #[arg(long)]
+    jobs: Option<usize>,
 }
 
 /// A dataset ready for the grid.
@@ -544,6 +549,9 @@ pub fn run(args: Args) -> Result<()> {
         cfg.seeds = s.clone();
     }
     cfg.validate(&cfg_path)?;
+    if args.jobs == Some(0) {
+        bail!("--jobs must be at least 1");
+    }
     let datasets = resolve_datasets(&cfg, &args.datasets, &args.runs)?;
     let only = Only::parse(&args.only, &datasets, &cfg)?;
     // Backbone settings live beside the experiment file: experiments/models/<name>.yaml.
@@ -593,7 +601,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     if !args.report_only && !todo.is_empty() {
         let device = mtrec_train::parse_device(&args.device)?;
-        run_cells(&cells, &todo, &datasets, total, total - left, &device)?;
+        let jobs = match args.jobs {
+            Some(j) => j,
+            None if device.is_cpu() => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            None => 1,
+        };
+        run_cells(&cells, &todo, &datasets, total, total - left, &device, jobs)?;
     }
     let records: Vec<Option<CellRecord>> = cells.iter().map(Cell::finished).collect();
     let rep = report::build(
@@ -618,6 +631,7 @@ fn run_cells(
     total: f64,
     done: f64,
     device: &Device,
+    jobs: usize,
 ) -> Result<()> {
     let scale = 1000.0;
     let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -649,50 +663,169 @@ fn run_cells(
         })
         .collect::<Result<Vec<_>>>()?;
     let grid_start = Instant::now();
-    let mut spent_units = 0.0;
     let remaining: f64 = todo.iter().map(|&i| cells[i].units).sum();
-    for (k, &i) in todo.iter().enumerate() {
-        let c = &cells[i];
-        pb.set_message(format!(
-            "cell {}/{}: {}",
-            k + 1,
-            todo.len(),
-            c.label(datasets)
-        ));
-        let t0 = Instant::now();
-        let rec = run_cell(c, cells, datasets, &truths, device)
-            .with_context(|| format!("cell {} ({})", c.label(datasets), c.dir.display()))?;
-        spent_units += c.units;
-        let elapsed = grid_start.elapsed().as_secs_f64();
-        let eta = elapsed / spent_units * (remaining - spent_units);
-        let line = match (&rec.train, &rec.reward) {
-            (Some(t), _) => format!(
-                "AUC {:.4}  ΔNCIS {:+.3}  ({:.0} samples/s)",
-                t.auc, t.delta_ncis, t.samples_per_s
-            ),
-            (_, Some(r)) => format!(
-                "Q-net test AUC {:.4}  Fig. 3a trend {:+.2}",
-                r.q_test_auc, r.step_trend
-            ),
-            _ => String::new(),
-        };
-        let msg = format!(
-            "[{}/{}] {:<36} {line}  {:.0}s (grid eta {:.0} min)",
-            k + 1,
-            todo.len(),
-            c.label(datasets),
-            t0.elapsed().as_secs_f64(),
-            eta / 60.0
-        );
+    let workers = jobs.clamp(1, todo.len().max(1));
+    // Each worker computes its cells in its own rayon pool, so that the workers' candle ops do not
+    // queue behind each other in the global pool; the cores are shared out evenly.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool_threads = (cores / workers).max(1);
+    let queue = std::sync::Mutex::new(Queue {
+        waiting: todo.to_vec(),
+        running: Vec::new(),
+        finished: 0,
+        spent_units: 0.0,
+        failed: None,
+    });
+    let wake = std::sync::Condvar::new();
+    if workers > 1 {
+        let msg = format!("{workers} cells at a time, {pool_threads} thread(s) each");
         if pb.is_hidden() {
             eprintln!("{msg}");
         } else {
             pb.println(msg);
         }
-        pb.inc((c.units * scale) as u64);
+    }
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let pool = match rayon::ThreadPoolBuilder::new()
+                    .num_threads(pool_threads)
+                    .build()
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        queue_fail(&queue, &wake, anyhow::anyhow!("thread pool: {e}"));
+                        return;
+                    }
+                };
+                while let Some(i) = next_cell(&queue, &wake, cells) {
+                    let c = &cells[i];
+                    let t0 = Instant::now();
+                    let out = pool.install(|| run_cell(c, cells, datasets, &truths, device));
+                    let rec = match out {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let e = e.context(format!(
+                                "cell {} ({})",
+                                c.label(datasets),
+                                c.dir.display()
+                            ));
+                            queue_fail(&queue, &wake, e);
+                            return;
+                        }
+                    };
+                    let (k, eta) = {
+                        let mut q = match queue.lock() {
+                            Ok(q) => q,
+                            Err(p) => p.into_inner(),
+                        };
+                        q.running.retain(|&r| r != i);
+                        q.finished += 1;
+                        q.spent_units += c.units;
+                        let elapsed = grid_start.elapsed().as_secs_f64();
+                        (
+                            q.finished,
+                            elapsed / q.spent_units * (remaining - q.spent_units),
+                        )
+                    };
+                    wake.notify_all();
+                    let line = match (&rec.train, &rec.reward) {
+                        (Some(t), _) => format!(
+                            "AUC {:.4}  ΔNCIS {:+.3}  ({:.0} samples/s)",
+                            t.auc, t.delta_ncis, t.samples_per_s
+                        ),
+                        (_, Some(r)) => format!(
+                            "Q-net test AUC {:.4}  Fig. 3a trend {:+.2}",
+                            r.q_test_auc, r.step_trend
+                        ),
+                        _ => String::new(),
+                    };
+                    let msg = format!(
+                        "[{}/{}] {:<36} {line}  {:.0}s (grid eta {:.0} min)",
+                        k,
+                        todo.len(),
+                        c.label(datasets),
+                        t0.elapsed().as_secs_f64(),
+                        eta / 60.0
+                    );
+                    if pb.is_hidden() {
+                        eprintln!("{msg}");
+                    } else {
+                        pb.println(msg);
+                    }
+                    pb.inc((c.units * scale) as u64);
+                }
+            });
+        }
+    });
+    let failed = match queue.into_inner() {
+        Ok(q) => q.failed,
+        Err(p) => p.into_inner().failed,
+    };
+    if let Some(e) = failed {
+        pb.abandon();
+        return Err(e);
     }
     pb.finish_and_clear();
     Ok(())
+}
+
+/// The cells left to run, shared by the workers of [`run_cells`].
+struct Queue {
+    /// Not started, in plan order.
+    waiting: Vec<usize>,
+    /// Started, not finished.
+    running: Vec<usize>,
+    finished: usize,
+    spent_units: f64,
+    /// The first error: no new cell starts after it.
+    failed: Option<anyhow::Error>,
+}
+
+/// The first waiting cell whose reward fit is not still waiting or running, waiting for one while
+/// other cells run; `None` when nothing is left or a cell failed.
+fn next_cell(
+    queue: &std::sync::Mutex<Queue>,
+    wake: &std::sync::Condvar,
+    cells: &[Cell],
+) -> Option<usize> {
+    let mut q = match queue.lock() {
+        Ok(q) => q,
+        Err(p) => p.into_inner(),
+    };
+    loop {
+        if q.failed.is_some() || q.waiting.is_empty() {
+            return None;
+        }
+        let blocked = |n: usize| q.waiting.contains(&n) || q.running.contains(&n);
+        if let Some(pos) = q
+            .waiting
+            .iter()
+            .position(|&i| cells[i].needs.is_none_or(|n| !blocked(n)))
+        {
+            let i = q.waiting.remove(pos);
+            q.running.push(i);
+            return Some(i);
+        }
+        // Every waiting cell reads a reward fit that another worker is computing.
+        q = match wake.wait(q) {
+            Ok(q) => q,
+            Err(p) => p.into_inner(),
+        };
+    }
+}
+
+/// Records a worker's error (the first one wins) and stops the others from starting cells.
+fn queue_fail(queue: &std::sync::Mutex<Queue>, wake: &std::sync::Condvar, e: anyhow::Error) {
+    let mut q = match queue.lock() {
+        Ok(q) => q,
+        Err(p) => p.into_inner(),
+    };
+    if q.failed.is_none() {
+        q.failed = Some(e);
+    }
+    drop(q);
+    wake.notify_all();
 }
 
 fn run_cell(
@@ -878,6 +1011,7 @@ profiles:
             dry_run: false,
             report_only: false,
             device: "cpu".into(),
+            jobs: None,
         }
     }
 
@@ -993,6 +1127,63 @@ profiles:
             let should_keep = name.starts_with("plain") || name.starts_with("reward");
             assert_eq!(kept, should_keep, "{name}");
         }
+    }
+
+    /// Every cell's record, by its folder under `runs`, without the timings.
+    fn results(runs: &Path) -> Vec<(PathBuf, serde_json::Value)> {
+        let mut v: Vec<_> = stamps(runs)
+            .into_iter()
+            .map(|(p, _)| {
+                let mut j: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                j["seconds"] = serde_json::Value::Null;
+                if let Some(t) = j.get_mut("train").filter(|t| t.is_object()) {
+                    t["samples_per_s"] = serde_json::Value::Null;
+                }
+                (p.strip_prefix(runs).unwrap().to_path_buf(), j)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    #[test]
+    fn cells_in_parallel_give_the_results_of_one_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let one = tmp.path().join("one");
+        let two = tmp.path().join("two");
+        std::fs::create_dir_all(&one).unwrap();
+        std::fs::create_dir_all(&two).unwrap();
+        run(Args {
+            jobs: Some(1),
+            ..args(&one, &[])
+        })
+        .unwrap();
+        run(Args {
+            jobs: Some(3),
+            ..args(&two, &[])
+        })
+        .unwrap();
+        let (a, b) = (results(&one.join("runs")), results(&two.join("runs")));
+        assert_eq!(a.len(), 8);
+        for ((pa, ja), (pb, jb)) in a.iter().zip(&b) {
+            assert_eq!(pa, pb);
+            // Records name their own run folders (the RQ3 figures): compare the rest.
+            let strip = |j: &serde_json::Value| {
+                let mut j = j.clone();
+                if let Some(r) = j.get_mut("reward").filter(|r| r.is_object()) {
+                    r["figure3"] = serde_json::Value::Null;
+                }
+                j
+            };
+            assert_eq!(strip(ja), strip(jb), "{}", pa.display());
+        }
+        let e = run(Args {
+            jobs: Some(0),
+            ..args(&one, &[])
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--jobs"), "{e}");
     }
 
     #[test]
