@@ -28,9 +28,10 @@ pub struct Args {
     /// ../shared/data/virtualtaobao/virtualtb_v0.safetensors.
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Where the report goes.
-    #[arg(long, default_value = "results/fig2")]
-    out: PathBuf,
+    /// Where the report goes [default: results/fig2 for the quick profile, results/fig2-<profile>
+    /// for the others].
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Where finished runs are kept (default runs/fig2/<profile>).
     #[arg(long)]
     runs: Option<PathBuf>,
@@ -198,10 +199,17 @@ pub fn run(args: Args) -> Result<()> {
          is with versus without the mental reward at equal budget, not the level. Figure: \
          `fig2.svg`; every evaluation of every run: `curves.csv`; bands: `bands.csv`.\n",
     );
-    let out = if args.out.is_absolute() {
-        args.out.clone()
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| match args.profile.as_str() {
+            "quick" => PathBuf::from("results/fig2"),
+            p => PathBuf::from(format!("results/fig2-{p}")),
+        });
+    let out = if out.is_absolute() {
+        out
     } else {
-        root().join(&args.out)
+        root().join(out)
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let json = serde_json::json!({
