@@ -161,7 +161,8 @@ pub fn run(args: Args) -> Result<()> {
          - mental reward (QR-IQL, {} quantiles): loss {:.4} → {:.4} over {} steps; the realised \
          clicks are the Q-net's argmax for {:.1}% of expert transitions\n\
          - mean κ·r_mental added per transition: {}\n\
-         - wall time: {:.1} min\n",
+         - RL runs: {:.1} min of compute (each run's own time, kept when a later call reuses \
+         it); this call: {:.1} min\n",
         args.profile,
         args.device,
         cfg.env_steps,
@@ -189,6 +190,7 @@ pub fn run(args: Args) -> Result<()> {
             .map(|r| format!("{} s{} {:+.3}", r.curve.algo, r.curve.seed, r.mean_extra_reward))
             .collect::<Vec<_>>()
             .join(", "),
+        outcome.runs.iter().map(|r| r.seconds).sum::<f64>() / 60.0,
         started.elapsed().as_secs_f64() / 60.0,
     );
     let mut md = report::markdown(&curves, &header);

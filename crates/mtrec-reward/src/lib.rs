@@ -28,8 +28,8 @@ pub mod losses;
 pub use config::{Profile, RewardConfig, RewardKind};
 pub use error::{Result, RewardError};
 pub use fit::{
-    build_q_model, fit_reward, patch_rewards, patch_states, q_click_auc, read_metrics, write_patch,
-    FitOptions, FitOutcome, FitState, Patch, RewardMetrics, RewardRunConfig,
+    build_q_model, fit_reward, patch_rewards, patch_states, q_click_auc, read_metrics, read_patch,
+    write_patch, FitOptions, FitOutcome, FitState, Patch, RewardMetrics, RewardRunConfig,
 };
 pub use inspect::{inspect_rewards, Figure3};
 pub use losses::{

@@ -85,8 +85,8 @@ pub use ranking::{
     RankingConfig, RankingMetrics, StepRanking,
 };
 pub use recovery::{
-    affine_fit, pearson, quantile_calibration, reward_recovery, QuantileCalibration,
-    RecoveryMetrics,
+    affine_fit, pearson, quantile_calibration, reward_recovery, reward_recovery_with,
+    QuantileCalibration, RecoveryMetrics,
 };
 pub use report::{
     evaluate_reward_run, evaluate_train_run, write_truth_metrics, TruthReport, REPORT_SCHEMA,

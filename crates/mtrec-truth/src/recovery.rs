@@ -6,7 +6,7 @@ use mtrec_data::PreparedDataset;
 use mtrec_mdp::{samples, Split, State};
 use mtrec_nn::{HeadKind, Model};
 use mtrec_reward::inspect::spearman;
-use mtrec_reward::{patch_states, RewardConfig};
+use mtrec_reward::{patch_states, Patch, RewardConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TruthError};
@@ -134,6 +134,21 @@ pub fn reward_recovery(
     reward_cfg: &RewardConfig,
     device: &Device,
 ) -> Result<RecoveryMetrics> {
+    reward_recovery_with(truth, ds, model, reward_cfg, device, None)
+}
+
+/// [`reward_recovery`], given the model's rewards of the training samples when they are at hand
+/// (the fit's rewards file, `mtrec_reward::read_patch`): the quantile calibration reads the
+/// training engagements' quantiles from it instead of scoring them again. A patch that misses a
+/// training engagement is not used.
+pub fn reward_recovery_with(
+    truth: &GroundTruth,
+    ds: &PreparedDataset,
+    model: &Model,
+    reward_cfg: &RewardConfig,
+    device: &Device,
+    train_patch: Option<&Patch>,
+) -> Result<RecoveryMetrics> {
     let quantile = match model.head().kind() {
         HeadKind::Q => false,
         HeadKind::Quantile(_) => true,
@@ -179,10 +194,25 @@ pub fn reward_recovery(
     };
     let calibration = if quantile {
         let fit = positives(ds, Split::Train);
-        let pf = patch_states(model, ds, &fit, reward_cfg, device, false)?;
+        let known = train_patch.and_then(|p| {
+            let by_state: std::collections::HashMap<State, &Vec<f32>> =
+                p.states.iter().copied().zip(&p.q_pos).collect();
+            fit.iter()
+                .map(|s| {
+                    by_state
+                        .get(s)
+                        .filter(|q| q.len() == reward_cfg.quantiles)
+                        .map(|q| (*q).clone())
+                })
+                .collect::<Option<Vec<Vec<f32>>>>()
+        });
+        let fit_q = match known {
+            Some(q) => q,
+            None => patch_states(model, ds, &fit, reward_cfg, device, false)?.q_pos,
+        };
         let mut fit_mean = Vec::with_capacity(fit.len());
         let mut fit_true = Vec::with_capacity(fit.len());
-        for (s, q) in fit.iter().zip(&pf.q_pos) {
+        for (s, q) in fit.iter().zip(&fit_q) {
             if let Some(e) = truth.engagement(s.user, s.step) {
                 fit_mean.push(q.iter().map(|&x| x as f64).sum::<f64>() / q.len().max(1) as f64);
                 fit_true.push(e.true_reward as f64);

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use mtrec_data::io::write_atomic;
 use mtrec_data::PreparedDataset;
-use mtrec_reward::{build_q_model, FitState, RewardRunConfig};
+use mtrec_reward::{build_q_model, FitState, RewardKind, RewardRunConfig};
 use mtrec_train::trainer::load_weights;
 use mtrec_train::{build_model, dataset_fingerprint, BuildBackbone, CheckpointMeta, RunConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TruthError};
 use crate::ranking::{ranking_metrics, RankingConfig, RankingMetrics};
-use crate::recovery::{reward_recovery, RecoveryMetrics};
+use crate::recovery::{reward_recovery_with, RecoveryMetrics};
 use crate::truth::GroundTruth;
 
 /// File names written into a run folder.
@@ -217,7 +217,15 @@ pub fn evaluate_reward_run(
     }
     let (vm, model) = build_q_model(&rc.model, build, ds, &rc.reward, device)?;
     load_weights(&vm, &ckpt)?;
-    reward_recovery(truth, ds, &model, &rc.reward, device)
+    // The fit's own rewards of the training samples, when its rewards file is there and readable
+    // (else they are scored again).
+    let patch = match rc.reward.kind {
+        RewardKind::QrIql => {
+            mtrec_reward::read_patch(&run.join(files::REWARDS), rc.reward.quantiles).ok()
+        }
+        RewardKind::IqLearn => None,
+    };
+    reward_recovery_with(truth, ds, &model, &rc.reward, device, patch.as_ref())
 }
 
 /// Writes `<run>/truth_metrics.json` and `<run>/truth_metrics.md`, each atomically.

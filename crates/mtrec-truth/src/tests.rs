@@ -395,6 +395,20 @@ fn models_are_scored_on_arbitrary_candidates() {
     let c = rec.calibration.as_ref().unwrap();
     assert_eq!(c.coverage.len(), 4);
     assert!(c.coverage.iter().all(|x| (0.0..=1.0).contains(x)));
+    // The fit's rewards file, written and read back, stands in for scoring the training
+    // engagements again, with the same result; a file of another width is not used.
+    let patch = mtrec_reward::patch_rewards(&q, &t.ds, &rc, &dev, false).unwrap();
+    let pdir = tempfile::tempdir().unwrap();
+    let pfile = pdir.path().join("rewards.parquet");
+    mtrec_reward::write_patch(&pfile, &patch, &rc).unwrap();
+    let read = mtrec_reward::read_patch(&pfile, rc.quantiles).unwrap();
+    assert_eq!(read.states, patch.states);
+    assert_eq!((&read.r_pos, &read.q_neg), (&patch.r_pos, &patch.q_neg));
+    let with = reward_recovery_with(&t.truth, &t.ds, &q, &rc, &dev, Some(&read)).unwrap();
+    assert_eq!(with.calibration, rec.calibration);
+    let narrow = mtrec_reward::read_patch(&pfile, 2).unwrap();
+    let with = reward_recovery_with(&t.truth, &t.ds, &q, &rc, &dev, Some(&narrow)).unwrap();
+    assert_eq!(with.calibration, rec.calibration);
     // IQ-Learn: no calibration; a CTR model is refused.
     let rc_iq = RewardConfig {
         kind: RewardKind::IqLearn,

@@ -205,17 +205,18 @@ fn sha256_json(v: &serde_json::Value) -> String {
     hex::encode(h.finalize())
 }
 
-/// Relative cost of one training step of 128 samples (milliseconds measured on the
-/// electronics-small world, 2 cores): used only to weigh the progress bar's ETA.
+/// Relative cost of one training step of 128 samples (milliseconds measured in the quick grid on
+/// the electronics-small world, one thread): used only to weigh the progress bar's ETA.
 fn step_cost(model: &str) -> f64 {
     match model {
-        "widedeep" => 8.0,
-        "pnn" | "deepfm" => 6.0,
-        "din" => 38.0,
-        "dien" => 160.0,
-        "sasrec" => 90.0,
-        "linrec" => 350.0,
-        "sigma" => 960.0,
+        "widedeep" => 2.3,
+        "pnn" => 2.9,
+        "deepfm" => 3.8,
+        "din" => 7.8,
+        "dien" => 50.0,
+        "sasrec" => 44.0,
+        "linrec" => 170.0,
+        "sigma" => 510.0,
         _ => 50.0,
     }
 }
@@ -423,6 +424,7 @@ fn plan(
     for (di, d) in datasets.iter().enumerate() {
         let train_samples = d.ds.manifest.counts.train_samples as f64;
         let test_samples = d.ds.manifest.counts.test_samples as f64;
+        let test_users = d.ds.manifest.counts.test_users as f64;
         for model in &cfg.models {
             let mc = model_settings(p, &cfg.profile, model, models_dir)?;
             let mc_json = serde_json::to_value(&mc)?;
@@ -453,9 +455,12 @@ fn plan(
                     "model_config": mc_json,
                     "reward": serde_json::to_value(&rc)?,
                 });
+                // Training steps (a transition is two forward-backward passes, s and s'), then
+                // scoring every distinct training state (about half the samples) and the test
+                // samples; a forward pass costs about a third of a training step.
                 let units = w
                     * (rc.steps as f64 * rc.batch_size as f64 / 128.0 * 3.0
-                        + train_samples / 128.0);
+                        + (train_samples / 2.0 + test_samples) / 128.0 / 3.0);
                 reward_cell.insert(kind, cells.len());
                 selected.push(users.iter().any(|&v| only.admits(&d.name, model, v)));
                 cells.push(Cell {
@@ -498,11 +503,23 @@ fn plan(
                         Some(s) => s as f64,
                         None => t.epochs as f64 * train_samples / t.batch_size as f64,
                     };
+                    // Training steps, then scoring the test samples (trained model; the
+                    // untrained one once per seed), the validation users and the ranking's
+                    // candidates.
+                    let ranked = ranking.as_ref().map_or(0.0, |r| {
+                        test_users
+                            * r.steps_per_user.map_or(4.0, |k| k as f64)
+                            * r.candidates as f64
+                    });
                     let units = w
                         * (steps.min(t.epochs as f64 * train_samples / t.batch_size as f64)
                             * t.batch_size as f64
                             / 128.0
-                            + 2.0 * test_samples / 128.0 / 3.0);
+                            + (1.4 * test_samples
+                                + t.validation_fraction * train_samples
+                                + ranked)
+                                / 128.0
+                                / 3.0);
                     selected.push(only.admits(&d.name, model, v));
                     cells.push(Cell {
                         dataset: di,
@@ -552,6 +569,16 @@ pub fn run(args: Args) -> Result<()> {
     if args.jobs == Some(0) {
         bail!("--jobs must be at least 1");
     }
+    let device = mtrec_train::parse_device(&args.device)?;
+    let jobs = match args.jobs {
+        Some(j) => j,
+        None if device.is_cpu() => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        None => 1,
+    };
+    if jobs > 1 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        single_threaded_candle((cores / jobs).max(1));
+    }
     let datasets = resolve_datasets(&cfg, &args.datasets, &args.runs)?;
     let only = Only::parse(&args.only, &datasets, &cfg)?;
     // Backbone settings live beside the experiment file: experiments/models/<name>.yaml.
@@ -600,12 +627,6 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     if !args.report_only && !todo.is_empty() {
-        let device = mtrec_train::parse_device(&args.device)?;
-        let jobs = match args.jobs {
-            Some(j) => j,
-            None if device.is_cpu() => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            None => 1,
-        };
         run_cells(&cells, &todo, &datasets, total, total - left, &device, jobs)?;
     }
     let records: Vec<Option<CellRecord>> = cells.iter().map(Cell::finished).collect();
@@ -768,6 +789,21 @@ fn run_cells(
     }
     pb.finish_and_clear();
     Ok(())
+}
+
+/// Thread settings for cells in parallel (variables the user set are kept). candle sizes one
+/// process-wide pool for elementwise ops, once, from `CANDLE_NUM_THREADS` (else
+/// `RAYON_NUM_THREADS`, else the cores) and lets one caller in at a time: parallel cells would
+/// queue behind each other there while its threads spin, so those ops run on the cell's own
+/// thread. Matrix products split into `RAYON_NUM_THREADS` tasks in the worker's own rayon pool:
+/// that many as the pool has threads. Called before any candle op and any other thread.
+fn single_threaded_candle(per_cell: usize) {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", per_cell.to_string());
+    }
 }
 
 /// The cells left to run, shared by the workers of [`run_cells`].
