@@ -584,58 +584,11 @@ pub fn write_patch(path: &Path, p: &Patch, cfg: &RewardConfig) -> Result<()> {
 /// per-quantile columns of each action when `quantiles > 0`), so that what a fit already computed
 /// need not be scored again.
 pub fn read_patch(path: &Path, quantiles: usize) -> Result<Patch> {
-    let bad = |m: String| RewardError::Rewards {
-        path: path.to_path_buf(),
-        message: m,
-    };
-    let file = std::fs::File::open(path).map_err(|e| RewardError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let df = ParquetReader::new(file)
-        .finish()
-        .map_err(|e| bad(e.to_string()))?;
-    let col = |name: &str, dt: DataType| -> Result<Series> {
-        let s = df
-            .column(name)
-            .map_err(|_| bad(format!("missing column '{name}'")))?
-            .as_materialized_series()
-            .cast(&dt)
-            .map_err(|e| bad(format!("column '{name}': {e}")))?;
-        if s.null_count() > 0 {
-            return Err(bad(format!(
-                "column '{name}' has {} missing values",
-                s.null_count()
-            )));
-        }
-        Ok(s)
-    };
-    let u32s = |name: &str| -> Result<Vec<u32>> {
-        Ok(col(name, DataType::UInt32)?
-            .u32()
-            .map_err(|e| bad(e.to_string()))?
-            .into_no_null_iter()
-            .collect())
-    };
-    let f32s = |name: &str| -> Result<Vec<f32>> {
-        Ok(col(name, DataType::Float32)?
-            .f32()
-            .map_err(|e| bad(e.to_string()))?
-            .into_no_null_iter()
-            .collect())
-    };
-    let bools = |name: &str| -> Result<Vec<bool>> {
-        Ok(col(name, DataType::Boolean)?
-            .bool()
-            .map_err(|e| bad(e.to_string()))?
-            .iter()
-            .map(|b| b.unwrap_or(false))
-            .collect())
-    };
-    let (user, step, positive) = (u32s("user")?, u32s("step")?, bools("positive")?);
+    let f = crate::rewards_file::RewardsFile::open(path)?;
+    let (user, step, positive) = (f.u32s("user")?, f.u32s("step")?, f.bools("positive")?);
     let quantile_rows = |action: &str| -> Result<Vec<Vec<f32>>> {
         let cols = (0..quantiles)
-            .map(|i| f32s(&format!("q_{action}_{i}")))
+            .map(|i| f.f32s(&format!("q_{action}_{i}")))
             .collect::<Result<Vec<_>>>()?;
         Ok((0..if quantiles > 0 { user.len() } else { 0 })
             .map(|r| cols.iter().map(|c| c[r]).collect())
@@ -649,9 +602,9 @@ pub fn read_patch(path: &Path, quantiles: usize) -> Result<Patch> {
                 positive: positive[i],
             })
             .collect(),
-        done: bools("done")?,
-        r_pos: f32s("r_pos")?,
-        r_neg: f32s("r_neg")?,
+        done: f.bools("done")?,
+        r_pos: f.f32s("r_pos")?,
+        r_neg: f.f32s("r_neg")?,
         q_pos: quantile_rows("pos")?,
         q_neg: quantile_rows("neg")?,
     })

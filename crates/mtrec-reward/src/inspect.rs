@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 
 use mtrec_data::io::write_atomic;
 use plotters::prelude::*;
-use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RewardError};
+use crate::rewards_file::RewardsFile;
 
 /// The columns of a rewards file that Figure 3 needs.
 #[derive(Debug, Clone, Default)]
@@ -29,67 +29,15 @@ pub struct RewardTable {
 
 /// Reads `step`, `positive`, `r_pos`, `r_neg` of a parquet rewards file.
 pub fn read_reward_table(path: &Path) -> Result<RewardTable> {
-    let bad = |m: String| RewardError::Rewards {
-        path: path.to_path_buf(),
-        message: m,
-    };
-    let file = std::fs::File::open(path).map_err(|e| RewardError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let df = ParquetReader::new(file)
-        .finish()
-        .map_err(|e| bad(e.to_string()))?;
-    let col = |name: &str, dt: DataType| -> Result<Series> {
-        df.column(name)
-            .map_err(|_| bad(format!("missing column '{name}'")))?
-            .as_materialized_series()
-            .cast(&dt)
-            .map_err(|e| bad(format!("column '{name}': {e}")))
-    };
-    let step = col("step", DataType::UInt32)?;
-    let positive = col("positive", DataType::Boolean)?;
-    let r_pos = col("r_pos", DataType::Float32)?;
-    let r_neg = col("r_neg", DataType::Float32)?;
-    let nulls = |s: &Series, name: &str| -> Result<()> {
-        if s.null_count() > 0 {
-            Err(bad(format!(
-                "column '{name}' has {} missing values",
-                s.null_count()
-            )))
-        } else {
-            Ok(())
-        }
-    };
-    nulls(&step, "step")?;
-    nulls(&positive, "positive")?;
-    nulls(&r_pos, "r_pos")?;
-    nulls(&r_neg, "r_neg")?;
+    let f = RewardsFile::open(path)?;
     let t = RewardTable {
-        step: step
-            .u32()
-            .map_err(|e| bad(e.to_string()))?
-            .into_no_null_iter()
-            .collect(),
-        positive: positive
-            .bool()
-            .map_err(|e| bad(e.to_string()))?
-            .iter()
-            .map(|b| b.unwrap_or(false))
-            .collect(),
-        r_pos: r_pos
-            .f32()
-            .map_err(|e| bad(e.to_string()))?
-            .into_no_null_iter()
-            .collect(),
-        r_neg: r_neg
-            .f32()
-            .map_err(|e| bad(e.to_string()))?
-            .into_no_null_iter()
-            .collect(),
+        step: f.u32s("step")?,
+        positive: f.bools("positive")?,
+        r_pos: f.f32s("r_pos")?,
+        r_neg: f.f32s("r_neg")?,
     };
     if t.step.is_empty() {
-        return Err(bad("no rows".into()));
+        return Err(f.bad("no rows".into()));
     }
     Ok(t)
 }

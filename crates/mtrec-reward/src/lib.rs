@@ -24,6 +24,7 @@ pub mod error;
 pub mod fit;
 pub mod inspect;
 pub mod losses;
+mod rewards_file;
 
 pub use config::{Profile, RewardConfig, RewardKind};
 pub use error::{Result, RewardError};
