@@ -34,6 +34,9 @@ use config::{model_settings, reward_settings, train_settings, Table1Config, Vari
 /// dropout and the fused LayerNorm changed SASRec's, LinRec's and SIGMA's results.
 pub const CELL_VERSION: u32 = 2;
 
+/// The most cells `--jobs` runs at a time by default.
+const MAX_DEFAULT_JOBS: usize = 8;
+
 /// File a finished cell writes last.
 pub const CELL_FILE: &str = "cell.json";
 
@@ -75,7 +78,7 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Cells computed at a time, each in its own thread pool [default: the number of cores on the
-    /// CPU, 1 on a GPU]. A cell's result does not depend on it.
+    /// CPU, at most 8; 1 on a GPU]. A cell's result does not depend on it.
     #[arg(long)]
     jobs: Option<usize>,
 }
@@ -572,7 +575,12 @@ pub fn run(args: Args) -> Result<()> {
     let device = mtrec_train::parse_device(&args.device)?;
     let jobs = match args.jobs {
         Some(j) => j,
-        None if device.is_cpu() => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // One cell per core, at most MAX_DEFAULT_JOBS: a sequence model's cell can hold a
+        // gigabyte while it scores, and beyond that many cells the cores are better shared out
+        // inside each cell.
+        None if device.is_cpu() => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_DEFAULT_JOBS),
         None => 1,
     };
     if jobs > 1 {
