@@ -583,9 +583,11 @@ pub fn run(args: Args) -> Result<()> {
             .min(MAX_DEFAULT_JOBS),
         None => 1,
     };
+    // The cores are shared out evenly between the cells that run at once.
+    let threads_per_cell =
+        (std::thread::available_parallelism().map_or(1, |n| n.get()) / jobs).max(1);
     if jobs > 1 {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        single_threaded_candle((cores / jobs).max(1));
+        single_threaded_candle(threads_per_cell);
     }
     let datasets = resolve_datasets(&cfg, &args.datasets, &args.runs)?;
     let only = Only::parse(&args.only, &datasets, &cfg)?;
@@ -635,7 +637,19 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     if !args.report_only && !todo.is_empty() {
-        run_cells(&cells, &todo, &datasets, total, total - left, &device, jobs)?;
+        let parallel = Parallel {
+            jobs,
+            threads_per_cell,
+        };
+        run_cells(
+            &cells,
+            &todo,
+            &datasets,
+            total,
+            total - left,
+            &device,
+            parallel,
+        )?;
     }
     let records: Vec<Option<CellRecord>> = cells.iter().map(Cell::finished).collect();
     let rep = report::build(
@@ -660,8 +674,12 @@ fn run_cells(
     total: f64,
     done: f64,
     device: &Device,
-    jobs: usize,
+    parallel: Parallel,
 ) -> Result<()> {
+    let Parallel {
+        jobs,
+        threads_per_cell,
+    } = parallel;
     let scale = 1000.0;
     let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::new((total * scale) as u64)
@@ -694,10 +712,6 @@ fn run_cells(
     let grid_start = Instant::now();
     let remaining: f64 = todo.iter().map(|&i| cells[i].units).sum();
     let workers = jobs.clamp(1, todo.len().max(1));
-    // Each worker computes its cells in its own rayon pool, so that the workers' candle ops do not
-    // queue behind each other in the global pool; the cores are shared out evenly.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pool_threads = (cores / workers).max(1);
     let queue = std::sync::Mutex::new(Queue {
         waiting: todo.to_vec(),
         running: Vec::new(),
@@ -707,7 +721,7 @@ fn run_cells(
     });
     let wake = std::sync::Condvar::new();
     if workers > 1 {
-        let msg = format!("{workers} cells at a time, {pool_threads} thread(s) each");
+        let msg = format!("{workers} cells at a time, {threads_per_cell} thread(s) each");
         if pb.is_hidden() {
             eprintln!("{msg}");
         } else {
@@ -717,8 +731,10 @@ fn run_cells(
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
+                // Each worker computes its cells in its own rayon pool, so that the workers'
+                // matrix products do not queue behind each other in the global pool.
                 let pool = match rayon::ThreadPoolBuilder::new()
-                    .num_threads(pool_threads)
+                    .num_threads(threads_per_cell)
                     .build()
                 {
                     Ok(p) => p,
@@ -812,6 +828,13 @@ fn single_threaded_candle(per_cell: usize) {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", per_cell.to_string());
     }
+}
+
+/// How many cells run at once, and the threads of each one's pool.
+#[derive(Debug, Clone, Copy)]
+struct Parallel {
+    jobs: usize,
+    threads_per_cell: usize,
 }
 
 /// The cells left to run, shared by the workers of [`run_cells`].
