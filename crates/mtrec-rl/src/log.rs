@@ -130,6 +130,14 @@ impl EpisodeTracker {
         self.raw.len()
     }
 
+    /// Makes `slot` a tracker of `num_envs` slots: the one there when it has that many (episodes
+    /// in progress carry over to the next training call), else a new one.
+    pub(crate) fn keep_or_new(slot: &mut Option<EpisodeTracker>, num_envs: usize) {
+        if slot.as_ref().map(EpisodeTracker::num_envs) != Some(num_envs) {
+            *slot = Some(EpisodeTracker::new(num_envs));
+        }
+    }
+
     /// Adds one vector step (`shaped` = the rewards trained on) and closes finished episodes.
     pub(crate) fn record(&mut self, step: &EnvStep, shaped: &[f32]) {
         for (i, &s) in shaped.iter().enumerate().take(self.raw.len()) {
@@ -201,6 +209,41 @@ pub(crate) fn make_point(
         mean_episode_len,
         losses,
     }
+}
+
+/// A trainer's log point: the episodes `tracker` closed since the previous point and `losses`,
+/// logged under `what`.
+pub(crate) fn close_point(
+    tracker: Option<&mut EpisodeTracker>,
+    env_steps: u64,
+    updates: u64,
+    losses: BTreeMap<String, f64>,
+    what: &str,
+) -> LogPoint {
+    let eps = tracker.map(EpisodeTracker::drain).unwrap_or_default();
+    let point = make_point(env_steps, updates, &eps, losses);
+    tracing::info!(
+        env_steps = point.env_steps,
+        episodes = point.episodes,
+        raw = ?point.mean_raw_return,
+        shaped = ?point.mean_shaped_return,
+        score = ?point.mean_score,
+        "{what}"
+    );
+    point
+}
+
+/// Hands `point` to a trainer's callback; its error stops training.
+pub(crate) fn run_callback<A, C>(
+    callback: &mut C,
+    agent: &A,
+    point: &LogPoint,
+    env_steps: u64,
+) -> crate::Result<()>
+where
+    C: FnMut(&A, &LogPoint) -> Result<(), crate::EnvError>,
+{
+    callback(agent, point).map_err(|source| crate::RlError::Callback { env_steps, source })
 }
 
 #[cfg(test)]

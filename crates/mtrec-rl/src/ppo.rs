@@ -32,7 +32,7 @@ use crate::error::{Result, RlError};
 use crate::eval::Policy;
 use crate::gae::compute_gae;
 use crate::hook::{current_obs, step_shaped, RewardHook};
-use crate::log::{make_point, EpisodeTracker, LogPoint, LossMeans, TrainLog};
+use crate::log::{close_point, run_callback, EpisodeTracker, LogPoint, LossMeans, TrainLog};
 use crate::nets::{
     clip_grad_norm, host, rng, rows, sorted_vars, standard_normal, Activation, Mlp, ParamFactory,
     WeightInit,
@@ -436,9 +436,7 @@ impl Ppo {
     {
         self.spec.check_env(ALGO, env)?;
         let n = env.num_envs();
-        if self.tracker.as_ref().map(|t| t.num_envs()) != Some(n) {
-            self.tracker = Some(EpisodeTracker::new(n));
-        }
+        EpisodeTracker::keep_or_new(&mut self.tracker, n);
         let per_rollout = (self.cfg.n_steps * n) as u64;
         let mut log = TrainLog {
             algo: ALGO.into(),
@@ -449,20 +447,14 @@ impl Ppo {
             let rollout = self.collect(env, hook)?;
             done_steps += per_rollout;
             let losses = self.update(&rollout, n)?;
-            let eps = self.tracker.as_mut().map(|t| t.drain()).unwrap_or_default();
-            let point = make_point(self.env_steps, self.updates, &eps, losses);
-            tracing::info!(
-                env_steps = point.env_steps,
-                episodes = point.episodes,
-                raw = ?point.mean_raw_return,
-                shaped = ?point.mean_shaped_return,
-                score = ?point.mean_score,
-                "ppo update"
+            let point = close_point(
+                self.tracker.as_mut(),
+                self.env_steps,
+                self.updates,
+                losses,
+                "ppo update",
             );
-            callback(self, &point).map_err(|source| RlError::Callback {
-                env_steps: self.env_steps,
-                source,
-            })?;
+            run_callback(&mut callback, self, &point, self.env_steps)?;
             log.points.push(point);
         }
         Ok(log)

@@ -31,7 +31,7 @@ use crate::env::{Env, EnvSpec};
 use crate::error::{Result, RlError};
 use crate::eval::Policy;
 use crate::hook::{current_obs, step_shaped, RewardHook};
-use crate::log::{make_point, EpisodeTracker, LogPoint, LossMeans, TrainLog};
+use crate::log::{close_point, run_callback, EpisodeTracker, LogPoint, LossMeans, TrainLog};
 use crate::nets::{
     clip_grad_norm, host, rng, rows, soft_update, sorted_vars, standard_normal, Activation, Mlp,
     ParamFactory, WeightInit,
@@ -491,9 +491,7 @@ impl Sac {
     {
         self.spec.check_env(ALGO, env)?;
         let n = env.num_envs();
-        if self.tracker.as_ref().map(|t| t.num_envs()) != Some(n) {
-            self.tracker = Some(EpisodeTracker::new(n));
-        }
+        EpisodeTracker::keep_or_new(&mut self.tracker, n);
         let mut log = TrainLog {
             algo: ALGO.into(),
             points: Vec::new(),
@@ -511,22 +509,16 @@ impl Sac {
             let at_end = self.env_steps >= end;
             if self.env_steps - self.last_log >= self.cfg.log_interval || at_end {
                 self.last_log = self.env_steps;
-                let eps = self.tracker.as_mut().map(|t| t.drain()).unwrap_or_default();
                 let mut losses = self.losses.take();
                 losses.insert("ent_coef".into(), self.alpha()?);
-                let point = make_point(self.env_steps, self.updates, &eps, losses);
-                tracing::info!(
-                    env_steps = point.env_steps,
-                    episodes = point.episodes,
-                    raw = ?point.mean_raw_return,
-                    shaped = ?point.mean_shaped_return,
-                    score = ?point.mean_score,
-                    "sac"
+                let point = close_point(
+                    self.tracker.as_mut(),
+                    self.env_steps,
+                    self.updates,
+                    losses,
+                    "sac",
                 );
-                callback(self, &point).map_err(|source| RlError::Callback {
-                    env_steps: self.env_steps,
-                    source,
-                })?;
+                run_callback(&mut callback, self, &point, self.env_steps)?;
                 log.points.push(point);
             }
         }
