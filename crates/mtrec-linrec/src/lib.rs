@@ -61,6 +61,12 @@
 //!
 //! # Cost
 //!
+//! On the CPU the attention core (ELUs, L2 norms, `Knᵀ·V`, `Qn·KV`) is one fused op with its own
+//! backward, and each dense layer's bias, GELU and dropout another (`mtrec_nn`'s
+//! `fused_linear_attention` and [`mtrec_nn::fused_pointwise`]); the f32 GELU evaluates erf with a
+//! vectorisable approximation within 1e-6 of libm's. The padded positions take part in the
+//! attention, so the model cannot skip them as SASRec does.
+//!
 //! Only column `len − 1` is read, so the last layer runs its query side (query projection,
 //! output projection, LayerNorms, feed-forward) for that row alone; keys and values still cover
 //! the whole (padded) history. The result is the same as running the full layer (the parity test
@@ -245,14 +251,14 @@ impl LinRec {
         let n = self.layers.len();
         for (i, layer) in self.layers.iter().enumerate() {
             if i + 1 < n {
-                let a = dropout(&layer.attn.forward(&x)?, p, train)?;
+                let a = layer.attn.forward_queries_dropout(&x, &x, p, train)?;
                 x = layer.attn_ln.forward(&(a + &x)?)?;
             } else {
                 // Only column len − 1 is read, and each output row of the last layer depends on
                 // its own query row only: run just those queries against all keys and values
                 // (same values as the full layer, a fraction of the work).
                 let rows = gather_rows(&x, &last)?.unsqueeze(1)?; // [B, 1, d]
-                let a = dropout(&layer.attn.forward_queries(&rows, &x)?, p, train)?;
+                let a = layer.attn.forward_queries_dropout(&rows, &x, p, train)?;
                 x = layer.attn_ln.forward(&(a + rows)?)?;
             }
             x = layer

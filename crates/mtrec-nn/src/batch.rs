@@ -121,3 +121,236 @@ pub struct Vocab {
     pub items: usize,
     pub categories: usize,
 }
+
+impl Batch {
+    /// The rows `rows` (in that order) of this batch, keeping only the `width` history columns
+    /// nearest the history's anchor: the last `width` for [`Align::Right`], the first `width` for
+    /// [`Align::Left`]. Meant for rows whose histories fit in `width` (see
+    /// [`plan_length_groups`]); a longer history is cut like the cap cuts it. Errors on a row out
+    /// of range, an empty `rows`, or a width of 0 or above the batch's.
+    pub fn subset(&self, rows: &[u32], width: usize) -> Result<Batch> {
+        if rows.is_empty() {
+            candle_core::bail!("batch subset: no rows");
+        }
+        if width == 0 || width > self.width {
+            candle_core::bail!(
+                "batch subset: width {width} for a batch of width {}",
+                self.width
+            );
+        }
+        if let Some(&r) = rows.iter().find(|&&r| r as usize >= self.size) {
+            candle_core::bail!("batch subset: row {r} of a batch of {}", self.size);
+        }
+        let idx = Tensor::new(rows, self.users.device())?;
+        let first = match self.align {
+            Align::Right => self.width - width,
+            Align::Left => 0,
+        };
+        let rows_of = |t: &Tensor| t.index_select(&idx, 0);
+        let cols_of = |t: &Tensor| {
+            t.index_select(&idx, 0)?
+                .narrow(1, first, width)?
+                .contiguous()
+        };
+        Ok(Batch {
+            users: rows_of(&self.users)?,
+            hist_items: cols_of(&self.hist_items)?,
+            hist_cats: cols_of(&self.hist_cats)?,
+            hist_neg_items: cols_of(&self.hist_neg_items)?,
+            hist_neg_cats: cols_of(&self.hist_neg_cats)?,
+            mask: cols_of(&self.mask)?,
+            lengths: rows_of(&self.lengths)?.clamp(0u32, width as u32)?,
+            target_items: rows_of(&self.target_items)?,
+            target_cats: rows_of(&self.target_cats)?,
+            labels: rows_of(&self.labels)?,
+            size: rows.len(),
+            width,
+            align: self.align,
+        })
+    }
+}
+
+/// Rows of a batch to run together at one width: see [`plan_length_groups`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LengthGroup {
+    /// Batch rows, ascending.
+    pub rows: Vec<u32>,
+    /// The longest history among them (at least 1).
+    pub width: usize,
+}
+
+/// Splits a batch into groups of similar history length, each to be padded only to its own
+/// longest history, for models whose result for a row does not depend on how much padding it has
+/// or on the other rows (SASRec: masked keys, positions counted from the right).
+///
+/// `lengths` are the rows' history lengths (capped at `max_width`; 0 counts as 1, since a model
+/// needs at least one column). `row_cost(w)` is the work of one row at width `w` and
+/// `group_cost` the fixed work of one more group (kernel launches, small-matrix overheads), in the
+/// same unit. The plan minimises `Σ_groups (n_g · row_cost(w_g) + group_cost)` exactly (a dynamic
+/// programme over the distinct lengths, so at most `max_width²` steps). Groups come in ascending
+/// width; every row is in exactly one group.
+pub fn plan_length_groups(
+    lengths: &[u32],
+    max_width: usize,
+    row_cost: impl Fn(usize) -> f64,
+    group_cost: f64,
+) -> Vec<LengthGroup> {
+    let max_width = max_width.max(1);
+    let width_of = |l: u32| (l as usize).clamp(1, max_width);
+    // Row counts by width 1..=max_width, and the distinct widths present.
+    let mut count = vec![0usize; max_width + 1];
+    for &l in lengths {
+        count[width_of(l)] += 1;
+    }
+    let widths: Vec<usize> = (1..=max_width).filter(|&w| count[w] > 0).collect();
+    let k = widths.len();
+    if k == 0 {
+        return Vec::new();
+    }
+    // best[j]: least cost of covering the j smallest distinct widths; cut[j]: where its last
+    // group starts.
+    let mut best = vec![0.0f64; k + 1];
+    let mut cut = vec![0usize; k + 1];
+    for j in 1..=k {
+        let w = widths[j - 1];
+        let (mut rows, mut choice) = (0usize, (f64::INFINITY, 0));
+        for i in (1..=j).rev() {
+            rows += count[widths[i - 1]];
+            let c = best[i - 1] + rows as f64 * row_cost(w) + group_cost;
+            if c < choice.0 {
+                choice = (c, i - 1);
+            }
+        }
+        best[j] = choice.0;
+        cut[j] = choice.1;
+    }
+    // Walk the cuts back into width ranges (lo, hi], then hand out the rows.
+    let mut bounds = Vec::new();
+    let mut j = k;
+    while j > 0 {
+        let i = cut[j];
+        bounds.push((if i == 0 { 0 } else { widths[i - 1] }, widths[j - 1]));
+        j = i;
+    }
+    bounds.reverse();
+    let mut group_of = vec![0usize; max_width + 1];
+    for (g, &(lo, hi)) in bounds.iter().enumerate() {
+        for slot in &mut group_of[lo + 1..=hi] {
+            *slot = g;
+        }
+    }
+    let mut groups: Vec<LengthGroup> = bounds
+        .iter()
+        .map(|&(_, hi)| LengthGroup {
+            rows: Vec::new(),
+            width: hi,
+        })
+        .collect();
+    for (r, &l) in lengths.iter().enumerate() {
+        groups[group_of[width_of(l)]].rows.push(r as u32);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_groups_by_cost() {
+        let tokens = |w: usize| w as f64;
+        // No overhead: every distinct length is its own group.
+        let g = plan_length_groups(&[3, 1, 3, 5, 0], 5, tokens, 0.0);
+        assert_eq!(
+            g,
+            vec![
+                LengthGroup {
+                    rows: vec![1, 4],
+                    width: 1
+                },
+                LengthGroup {
+                    rows: vec![0, 2],
+                    width: 3
+                },
+                LengthGroup {
+                    rows: vec![3],
+                    width: 5
+                },
+            ]
+        );
+        // A huge overhead: one group at the longest width.
+        let g = plan_length_groups(&[3, 1, 3, 5, 0], 5, tokens, 1e9);
+        assert_eq!(
+            g,
+            vec![LengthGroup {
+                rows: vec![0, 1, 2, 3, 4],
+                width: 5
+            }]
+        );
+        // Hand-computed middle case, lengths 1×4, 2×1, 10×4, overhead 5: {1,2}@2 + {10}@10 costs
+        // 10 + 5 + 40 + 5 = 60; {1}@1, {2}@2, {10}@10 costs 4 + 2 + 40 + 15 = 61; all at 10 costs
+        // 90 + 5 = 95.
+        let lengths = [1, 1, 1, 1, 2, 10, 10, 10, 10];
+        let g = plan_length_groups(&lengths, 10, tokens, 5.0);
+        assert_eq!(g.iter().map(|g| g.width).collect::<Vec<_>>(), vec![2, 10]);
+        assert_eq!(g[0].rows, vec![0, 1, 2, 3, 4]);
+        // Lengths above the cap count as the cap; empty input, empty plan.
+        let g = plan_length_groups(&[7, 2], 4, tokens, 0.0);
+        assert_eq!(g.last().map(|g| g.width), Some(4));
+        assert!(plan_length_groups(&[], 4, tokens, 0.0).is_empty());
+    }
+
+    #[test]
+    fn subset_keeps_the_history_side() {
+        let dev = Device::Cpu;
+        let host = HostBatch {
+            users: vec![1, 2, 3],
+            hist_items: vec![0, 0, 7, 0, 8, 9, 4, 5, 6],
+            hist_cats: vec![0, 0, 1, 0, 1, 1, 1, 1, 1],
+            hist_neg_items: vec![0; 9],
+            hist_neg_cats: vec![0; 9],
+            mask: vec![0., 0., 1., 0., 1., 1., 1., 1., 1.],
+            lengths: vec![1, 2, 3],
+            target_items: vec![11, 12, 13],
+            target_cats: vec![1, 1, 1],
+            labels: vec![1., 0., 1.],
+        };
+        let b = host.to_device(3, Align::Right, &dev).unwrap();
+        let s = b.subset(&[1, 0], 2).unwrap();
+        assert_eq!(s.size, 2);
+        assert_eq!(s.width, 2);
+        assert_eq!(
+            s.hist_items.to_vec2::<u32>().unwrap(),
+            vec![vec![8, 9], vec![0, 7]]
+        );
+        assert_eq!(s.users.to_vec1::<u32>().unwrap(), vec![2, 1]);
+        assert_eq!(s.target_items.to_vec1::<u32>().unwrap(), vec![12, 11]);
+        assert!(b.subset(&[3], 2).is_err());
+        assert!(b.subset(&[0], 4).is_err());
+        assert!(b.subset(&[], 2).is_err());
+        let left = HostBatch {
+            hist_items: vec![7, 0, 0, 8, 9, 0, 4, 5, 6],
+            ..b_host()
+        }
+        .to_device(3, Align::Left, &dev)
+        .unwrap();
+        let s = left.subset(&[2], 1).unwrap();
+        assert_eq!(s.hist_items.to_vec2::<u32>().unwrap(), vec![vec![4]]);
+        assert_eq!(s.lengths.to_vec1::<u32>().unwrap(), vec![1]);
+    }
+
+    fn b_host() -> HostBatch {
+        HostBatch {
+            users: vec![1, 2, 3],
+            hist_items: vec![0; 9],
+            hist_cats: vec![0; 9],
+            hist_neg_items: vec![0; 9],
+            hist_neg_cats: vec![0; 9],
+            mask: vec![0.; 9],
+            lengths: vec![1, 2, 3],
+            target_items: vec![11, 12, 13],
+            target_cats: vec![1, 1, 1],
+            labels: vec![1., 0., 1.],
+        }
+    }
+}

@@ -12,6 +12,8 @@
 
 use candle_core::{Module, Result, Tensor};
 
+use crate::fused_pointwise::{bias_act, PointwiseAct};
+
 /// `v` `[C]` repeated over `n` rows as `[n, C]`, computed as the rank-1 product `1_n · vᵀ` so that
 /// `v`'s gradient is the matrix product `1ᵀ · G` rather than a strided reduction.
 pub fn expand_rows(v: &Tensor, n: usize) -> Result<Tensor> {
@@ -51,13 +53,14 @@ pub fn add_last(x: &Tensor, v: &Tensor) -> Result<Tensor> {
 }
 
 /// `x · Wᵀ (+ b)` over the last dimension of `x` `[.., in]` (any rank): one 2-D matmul on the
-/// flattened rows, the bias added through [`expand_rows`]. `weight` is `[out, in]`.
+/// flattened rows, the bias added by the fused [`bias_act`] on CPU (its gradient a column sum in
+/// the same pass) and through [`expand_rows`] elsewhere. `weight` is `[out, in]`.
 pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (out, inp) = weight.dims2()?;
     let n = rows_of(x, inp, "dense")?;
     let y = x.reshape((n, inp))?.matmul(&weight.t()?)?;
     let y = match bias {
-        Some(b) => (y + expand_rows(b, n)?)?,
+        Some(b) => bias_act(&y, b, PointwiseAct::Identity, None)?,
         None => y,
     };
     let mut dims = x.dims().to_vec();
@@ -99,6 +102,27 @@ impl Dense {
 
     pub fn bias(&self) -> &Tensor {
         &self.bias
+    }
+
+    /// `dropout(act(x·Wᵀ + b))` with drop probability `p` when `train`: the bias, activation
+    /// and dropout mask applied by one fused op after the matmul ([`bias_act`]).
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        act: PointwiseAct,
+        p: f32,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (out, inp) = self.weight.dims2()?;
+        let n = rows_of(x, inp, "dense")?;
+        let y = x.reshape((n, inp))?.matmul(&self.weight.t()?)?;
+        let mask = crate::dropout::mask_like(&y, p, train)?;
+        let y = bias_act(&y, &self.bias, act, mask.as_ref())?;
+        let mut dims = x.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = out;
+        }
+        y.reshape(dims)
     }
 }
 

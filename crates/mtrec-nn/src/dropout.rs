@@ -96,8 +96,18 @@ pub fn dropout_mask(key: u64, n: usize, p: f32) -> Vec<f32> {
 /// Inverted dropout with drop probability `p` when `train` and `p > 0`, the identity otherwise;
 /// differentiable in `x` (the mask is a constant). `p` must lie in `[0, 1)`.
 pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
+    match mask_like(x, p, train)? {
+        Some(mask) => x.mul(&mask),
+        None => Ok(x.clone()),
+    }
+}
+
+/// The mask [`dropout`] would multiply `x` by (drawn from this thread's stream, which it
+/// advances), of `x`'s shape, dtype and device; `None` when dropout is off (`!train` or `p = 0`).
+/// For fused ops that apply the mask themselves.
+pub fn mask_like(x: &Tensor, p: f32, train: bool) -> Result<Option<Tensor>> {
     if !train || p <= 0.0 {
-        return Ok(x.clone());
+        return Ok(None);
     }
     if !(0.0..1.0).contains(&p) {
         candle_core::bail!("dropout probability must lie in [0, 1), got {p}");
@@ -108,7 +118,7 @@ pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
         DType::F32 => mask,
         dt => mask.to_dtype(dt)?,
     };
-    x.mul(&mask.to_device(x.device())?)
+    Ok(Some(mask.to_device(x.device())?))
 }
 
 #[cfg(test)]

@@ -50,8 +50,11 @@ pub mod custom_op;
 pub mod dense;
 pub mod dropout;
 pub mod embedding;
+pub mod fastmath;
 mod fused_gru;
+mod fused_linear_attention;
 mod fused_norm;
+pub mod fused_pointwise;
 pub mod interaction;
 pub mod loss;
 pub mod mlp;
@@ -64,7 +67,9 @@ pub mod testing;
 pub mod transformer;
 
 pub use attention::{AttentionNorm, DinAttention, DinAttentionConfig};
-pub use batch::{Align, Batch, HostBatch, Layout, PadPolicy, Vocab};
+pub use batch::{
+    plan_length_groups, Align, Batch, HostBatch, Layout, LengthGroup, PadPolicy, Vocab,
+};
 pub use ctr::{
     BatchNorm1d, CtrConfig, CtrEmbeddings, FcnConfig, FcnTrunk, FeatAffine, InputNorm,
     InputNormLayer, TrunkActivation,

@@ -29,17 +29,20 @@ impl LayerNorm {
         self.eps
     }
 
-    /// `γ ⊙ (x − mean) / sqrt(var + eps) + β` over the last dimension. On CPU f32/f64 the
-    /// normalisation is one fused op with its own backward ([`crate::fused_norm`]); elsewhere it
-    /// is composed from candle ops ([`LayerNorm::forward_composed`]).
+    /// `γ ⊙ (x − mean) / sqrt(var + eps) + β` over the last dimension. On CPU f32/f64 the whole
+    /// layer is one fused op with its own backward ([`crate::fused_pointwise`]; the normalisation
+    /// alone, [`crate::fused_norm`], when the parameters' dtype differs); elsewhere it is composed
+    /// from candle ops ([`LayerNorm::forward_composed`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // eps rounded through f32, as `candle_nn::ops::layer_norm_slow` does.
+        let eps = self.eps as f32 as f64;
+        if let Some(y) = crate::fused_pointwise::layer_norm(x, &self.weight, &self.bias, eps)? {
+            return Ok(y);
+        }
         if !crate::custom_op::fused_ok(x) {
             return self.forward_composed(x);
         }
-        // eps rounded through f32, as `candle_nn::ops::layer_norm_slow` does.
-        let op = crate::fused_norm::NormalizeOp {
-            eps: self.eps as f32 as f64,
-        };
+        let op = crate::fused_norm::NormalizeOp { eps };
         let normed = x.contiguous()?.apply_op1(op)?;
         add_last(&mul_last(&normed, &self.weight)?, &self.bias)
     }

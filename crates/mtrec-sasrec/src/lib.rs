@@ -61,6 +61,15 @@
 //!
 //! # Cost
 //!
+//! **Length groups** ([`Config::length_groups`], on by default): a row's features depend only on
+//! its own real items (padded keys are masked, positions count from the right), so
+//! [`SasRec::encode`] sorts the batch's rows into groups of similar history length
+//! ([`mtrec_nn::plan_length_groups`], which minimises an estimate of the work plus a fixed cost
+//! per group), runs each group padded only to its own longest history and puts the rows back in
+//! order. Features and gradients equal those of one pass at the full width (tested to 1e-12 in
+//! f64); only the dropout masks differ, since they are drawn per group. With Amazon's history
+//! lengths (median 4) a training step at batch 1024 does about a sixth of the fixed-width work.
+//!
 //! Only the last column is read, so the last block runs its query side (LayerNorm, attention
 //! row, feed-forward) for that column alone; keys and values still cover the whole history. The
 //! result is the same as running the full block (the parity test covers it). Forward + backward of
@@ -77,7 +86,8 @@ use mtrec_nn::transformer::{
     PointwiseFfn, PositionalEmbedding, SoftmaxAttention, TokenEmbedding,
 };
 use mtrec_nn::{
-    Align, Backbone, Batch, EmbeddingInit, Features, LayerNorm, Layout, PadPolicy, Vocab,
+    plan_length_groups, Align, Backbone, Batch, EmbeddingInit, Features, LayerNorm, Layout,
+    LengthGroup, PadPolicy, Vocab,
 };
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +95,11 @@ pub use mtrec_nn::transformer::TokenInput;
 
 /// The registry name.
 pub const NAME: &str = "sasrec";
+
+/// The fixed cost of one more length group, as the cost of that many one-item rows: a group adds
+/// about a hundred small ops forward and backward (≈ 1.5 ms on 2 cores), a one-item row costs
+/// ≈ 15 µs (a training step at batch 1024, width 50 takes ≈ 0.85 s).
+const GROUP_OVERHEAD_ROWS: f64 = 96.0;
 
 /// SASRec hyper-parameters; the defaults are the official ones (`kang205/SASRec` `main.py`,
 /// Amazon Beauty / Games settings). Field names follow the official command-line flags.
@@ -111,6 +126,11 @@ pub struct Config {
     /// Ask for batches padded to their longest history instead of `maxlen` (same results, less
     /// work; default false = the official fixed width).
     pub pad_to_longest: bool,
+    /// Run a batch as groups of rows of similar history length, each padded only to its own
+    /// longest history ([`mtrec_nn::plan_length_groups`]): the same features (padding is masked
+    /// and positions count from the right), a fraction of the work on short histories. Default
+    /// true; false runs the whole batch at its width, as the official code does.
+    pub length_groups: bool,
 }
 
 impl Default for Config {
@@ -124,6 +144,7 @@ impl Default for Config {
             layer_norm_eps: 1e-8,
             token: TokenInput::ItemCategory,
             pad_to_longest: false,
+            length_groups: true,
         }
     }
 }
@@ -244,7 +265,8 @@ impl SasRec {
     }
 
     /// The sequence representation `h` `[B, d]`: the last block's output at the most recent
-    /// position, after the final LayerNorm.
+    /// position, after the final LayerNorm. With [`Config::length_groups`] the rows run in groups
+    /// of similar length, each at its own width, and come back in the batch's order.
     pub fn encode(&self, batch: &Batch, train: bool) -> Result<Tensor> {
         let maxlen = self.cfg.maxlen;
         check_layout(
@@ -254,6 +276,57 @@ impl SasRec {
             |w| (1..=maxlen).contains(&w),
             &format!("1 to maxlen = {maxlen} columns"),
         )?;
+        let groups = self.length_groups(batch)?;
+        if let [only] = groups.as_slice() {
+            if only.width == batch.width {
+                return self.encode_padded(batch, train);
+            }
+        }
+        let mut parts = Vec::with_capacity(groups.len());
+        let mut position = vec![0u32; batch.size];
+        let mut next = 0u32;
+        for g in &groups {
+            parts.push(self.encode_padded(&batch.subset(&g.rows, g.width)?, train)?);
+            for &r in &g.rows {
+                position[r as usize] = next;
+                next += 1;
+            }
+        }
+        let order = Tensor::new(position, batch.users.device())?;
+        Tensor::cat(&parts, 0)?.index_select(&order, 0)
+    }
+
+    /// How [`encode`](Self::encode) splits `batch`: groups of rows by history length, each run
+    /// at its own width (one group of all rows at the batch width when
+    /// [`Config::length_groups`] is off or the batch has fewer than two rows).
+    pub fn length_groups(&self, batch: &Batch) -> Result<Vec<LengthGroup>> {
+        if !self.cfg.length_groups || batch.size < 2 {
+            return Ok(vec![LengthGroup {
+                rows: (0..batch.size as u32).collect(),
+                width: batch.width,
+            }]);
+        }
+        let lengths = batch.lengths.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        Ok(plan_length_groups(
+            &lengths,
+            batch.width,
+            |w| self.row_cost(w),
+            GROUP_OVERHEAD_ROWS * self.row_cost(1),
+        ))
+    }
+
+    /// The relative work of one row at width `w` (multiply-adds over `d`): every block but the
+    /// last runs projections (`5d`) and attention (`2w`) for all `w` tokens, the last one only
+    /// projects keys and values (`2d`).
+    fn row_cost(&self, w: usize) -> f64 {
+        let (d, w) = (self.cfg.hidden_units as f64, w as f64);
+        let full = self.cfg.num_blocks.saturating_sub(1) as f64;
+        w * (full * (5.0 * d + 2.0 * w) + 2.0 * d) + 1.0
+    }
+
+    /// [`encode`](Self::encode) of the whole batch at its width (checked by the caller).
+    fn encode_padded(&self, batch: &Batch, train: bool) -> Result<Tensor> {
+        let maxlen = self.cfg.maxlen;
         let l = batch.width;
         let d = self.cfg.hidden_units;
         // The [B, L] padding mask.

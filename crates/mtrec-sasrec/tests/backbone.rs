@@ -80,6 +80,7 @@ fn defaults_are_the_official_hyper_parameters() {
     assert_eq!(c.layer_norm_eps, 1e-8);
     assert_eq!(c.token, TokenInput::ItemCategory);
     assert!(!c.pad_to_longest);
+    assert!(c.length_groups);
     assert_eq!(NAME, "sasrec");
     // serde: round trip, defaults for missing fields, unknown fields rejected.
     let json = serde_json::to_string(&c).unwrap();
@@ -286,6 +287,51 @@ fn narrower_batches_give_the_same_features() {
     let b = m.forward(&narrow, false).unwrap().features;
     let d = testkit::max_abs_diff(&a, &b).unwrap();
     assert!(d < 1e-6, "{d}");
+}
+
+#[test]
+fn length_groups_give_the_features_and_gradients_of_one_padded_pass() {
+    // 300 one-item rows and 100 full ones: the planner splits them, and the features and every
+    // parameter's gradient equal those of one pass at the full width.
+    let dev = Device::Cpu;
+    let mut lengths = vec![1usize; 300];
+    lengths.extend([6, 5, 0, 3].iter().cycle().take(100));
+    let batch = testkit::random_batch(VOCAB, &lengths, 6, Align::Right, 4, &dev).unwrap();
+    let mut results = Vec::new();
+    for grouped in [true, false] {
+        let cfg = Config {
+            length_groups: grouped,
+            ..small()
+        };
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F64, &dev);
+        let sas = SasRec::new(&cfg, VOCAB, vb.clone()).unwrap();
+        let groups = sas.length_groups(&batch).unwrap();
+        assert_eq!(groups.len() > 1, grouped, "{groups:?}");
+        let model = Model::new(Box::new(sas), HeadKind::Ctr, vb).unwrap();
+        randomize(&vm, 21);
+        let out = model.forward(&batch, false).unwrap();
+        let labels = batch.labels.to_dtype(DType::F64).unwrap();
+        let grads = bce_with_logits(&out.logits, &labels)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut named: Vec<(String, Tensor)> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| (n.clone(), grads.get(v).unwrap().clone()))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        results.push((out.logits, named));
+    }
+    let d = testkit::max_abs_diff(&results[0].0, &results[1].0).unwrap();
+    assert!(d < 1e-12, "logits differ by {d}");
+    for ((name, a), (_, b)) in results[0].1.iter().zip(&results[1].1) {
+        let d = testkit::max_abs_diff(a, b).unwrap();
+        assert!(d < 1e-12, "gradient of {name} differs by {d}");
+    }
 }
 
 #[test]
