@@ -59,6 +59,55 @@ pub fn erf(x: f32) -> f32 {
     p / q
 }
 
+/// The float types of the fused CPU kernels (f32 and f64), with the per-type maths they need:
+/// the vectorisable forms above in f32, the library functions in f64.
+pub(crate) trait Elem:
+    num_traits::Float + candle_core::WithDType + Send + Sync + std::ops::AddAssign + std::ops::MulAssign
+{
+    /// `e^x`.
+    fn exp_v(self) -> Self;
+    /// `x·Φ(x)` (erf form, as candle's `gelu_erf`).
+    fn gelu(self) -> Self;
+    /// `Φ(x) + x·φ(x)`, the derivative of `x·Φ(x)`.
+    fn gelu_slope(self) -> Self;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn exp_v(self) -> Self {
+        exp(self)
+    }
+
+    #[inline(always)]
+    fn gelu(self) -> Self {
+        (erf(self * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * self
+    }
+
+    #[inline(always)]
+    fn gelu_slope(self) -> Self {
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        0.5 * (1.0 + erf(self * std::f32::consts::FRAC_1_SQRT_2))
+            + self * exp(-0.5 * self * self) * INV_SQRT_2PI
+    }
+}
+
+impl Elem for f64 {
+    #[inline(always)]
+    fn exp_v(self) -> Self {
+        self.exp()
+    }
+
+    fn gelu(self) -> Self {
+        (candle_core::cpu::erf::erf_f64(self * std::f64::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * self
+    }
+
+    fn gelu_slope(self) -> Self {
+        let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+        0.5 * (1.0 + candle_core::cpu::erf::erf_f64(self * std::f64::consts::FRAC_1_SQRT_2))
+            + self * (-0.5 * self * self).exp() * inv_sqrt_2pi
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -25,11 +25,11 @@
 //! candle's matmuls); the tests compare values and gradients with it and check the gradients by
 //! finite differences.
 
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
-use num_traits::Float;
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::custom_op::{contiguous_slice, with_cpu_slice};
+use crate::custom_op::{cpu_fwd3, with_avx2, with_cpu_slice, Kernel3};
+use crate::fastmath::Elem;
 
 const OP: &str = "fused linear attention";
 
@@ -37,26 +37,6 @@ const OP: &str = "fused linear attention";
 pub(crate) struct LinearAttentionOp {
     pub heads: usize,
     pub eps: f64,
-}
-
-trait Elem: Float + WithDType + Send + Sync + std::ops::AddAssign + std::ops::MulAssign {
-    /// `e^x`: the vectorisable [`crate::fastmath::exp`] in f32 (relative error below 3e-7),
-    /// the library's in f64.
-    fn exp_v(self) -> Self;
-}
-
-impl Elem for f32 {
-    #[inline(always)]
-    fn exp_v(self) -> Self {
-        crate::fastmath::exp(self)
-    }
-}
-
-impl Elem for f64 {
-    #[inline(always)]
-    fn exp_v(self) -> Self {
-        self.exp()
-    }
 }
 
 /// Shapes of one call: batch, query rows, key rows, width.
@@ -202,31 +182,33 @@ impl LinearAttentionOp {
             return out;
         }
         out.par_chunks_mut(lq * d).enumerate().for_each(|(b, ob)| {
-            let (qb, kb, vb) = (
-                &q[b * lq * d..(b + 1) * lq * d],
-                &k[b * l * d..(b + 1) * l * d],
-                &v[b * l * d..(b + 1) * l * d],
-            );
-            let mut kn = vec![F::zero(); l * dh];
-            let mut norms = vec![F::zero(); l];
-            let mut kv = vec![F::zero(); dh * dh];
-            let mut u = vec![F::zero(); dh];
-            for h in 0..self.heads {
-                self.kv(kb, vb, dims, h, &mut kn, &mut norms, &mut kv);
-                for i in 0..lq {
-                    let at = i * d + h * dh;
-                    unit(&qb[at..at + dh], &mut u, eps2);
-                    let o = &mut ob[at..at + dh];
-                    for (a, &ua) in u.iter().enumerate() {
-                        for (oc, &kvc) in o.iter_mut().zip(&kv[a * dh..(a + 1) * dh]) {
-                            *oc += ua * kvc;
+            with_avx2(|| {
+                let (qb, kb, vb) = (
+                    &q[b * lq * d..(b + 1) * lq * d],
+                    &k[b * l * d..(b + 1) * l * d],
+                    &v[b * l * d..(b + 1) * l * d],
+                );
+                let mut kn = vec![F::zero(); l * dh];
+                let mut norms = vec![F::zero(); l];
+                let mut kv = vec![F::zero(); dh * dh];
+                let mut u = vec![F::zero(); dh];
+                for h in 0..self.heads {
+                    self.kv(kb, vb, dims, h, &mut kn, &mut norms, &mut kv);
+                    for i in 0..lq {
+                        let at = i * d + h * dh;
+                        unit(&qb[at..at + dh], &mut u, eps2);
+                        let o = &mut ob[at..at + dh];
+                        for (a, &ua) in u.iter().enumerate() {
+                            for (oc, &kvc) in o.iter_mut().zip(&kv[a * dh..(a + 1) * dh]) {
+                                *oc += ua * kvc;
+                            }
+                        }
+                        for oc in o.iter_mut() {
+                            *oc *= s;
                         }
                     }
-                    for oc in o.iter_mut() {
-                        *oc *= s;
-                    }
                 }
-            }
+            })
         });
         out
     }
@@ -254,58 +236,66 @@ impl LinearAttentionOp {
             .zip(dk.par_chunks_mut(l * d).zip(dv.par_chunks_mut(l * d)))
             .enumerate()
             .for_each(|(b, (dqb, (dkb, dvb)))| {
-                let (qb, kb, vb, gb) = (
-                    &q[b * lq * d..(b + 1) * lq * d],
-                    &k[b * l * d..(b + 1) * l * d],
-                    &v[b * l * d..(b + 1) * l * d],
-                    &g[b * lq * d..(b + 1) * lq * d],
-                );
-                let mut kn = vec![F::zero(); l * dh];
-                let mut norms = vec![F::zero(); l];
-                let mut kv = vec![F::zero(); dh * dh];
-                let mut kvt = vec![F::zero(); dh * dh];
-                let mut dkv = vec![F::zero(); dh * dh];
-                let mut dkvt = vec![F::zero(); dh * dh];
-                let (mut u, mut du, mut dkn) = (
-                    vec![F::zero(); dh],
-                    vec![F::zero(); dh],
-                    vec![F::zero(); dh],
-                );
-                let mut gs = vec![F::zero(); dh];
-                for h in 0..self.heads {
-                    self.kv(kb, vb, dims, h, &mut kn, &mut norms, &mut kv);
-                    transpose(&kv, &mut kvt, dh);
-                    dkv.iter_mut().for_each(|x| *x = F::zero());
-                    for i in 0..lq {
-                        let at = i * d + h * dh;
-                        let n = unit(&qb[at..at + dh], &mut u, eps2);
-                        for (o, &gc) in gs.iter_mut().zip(&gb[at..at + dh]) {
-                            *o = gc * s;
-                        }
-                        // dQn = KV · (s G[i]); dKV += Qn[i] ⊗ (s G[i]).
-                        mat_vec_t(&kvt, &gs, &mut du);
-                        for (a, &ua) in u.iter().enumerate() {
-                            for (o, &gc) in dkv[a * dh..(a + 1) * dh].iter_mut().zip(&gs) {
-                                *o += ua * gc;
+                with_avx2(|| {
+                    let (qb, kb, vb, gb) = (
+                        &q[b * lq * d..(b + 1) * lq * d],
+                        &k[b * l * d..(b + 1) * l * d],
+                        &v[b * l * d..(b + 1) * l * d],
+                        &g[b * lq * d..(b + 1) * lq * d],
+                    );
+                    let mut kn = vec![F::zero(); l * dh];
+                    let mut norms = vec![F::zero(); l];
+                    let mut kv = vec![F::zero(); dh * dh];
+                    let mut kvt = vec![F::zero(); dh * dh];
+                    let mut dkv = vec![F::zero(); dh * dh];
+                    let mut dkvt = vec![F::zero(); dh * dh];
+                    let (mut u, mut du, mut dkn) = (
+                        vec![F::zero(); dh],
+                        vec![F::zero(); dh],
+                        vec![F::zero(); dh],
+                    );
+                    let mut gs = vec![F::zero(); dh];
+                    for h in 0..self.heads {
+                        self.kv(kb, vb, dims, h, &mut kn, &mut norms, &mut kv);
+                        transpose(&kv, &mut kvt, dh);
+                        dkv.iter_mut().for_each(|x| *x = F::zero());
+                        for i in 0..lq {
+                            let at = i * d + h * dh;
+                            let n = unit(&qb[at..at + dh], &mut u, eps2);
+                            for (o, &gc) in gs.iter_mut().zip(&gb[at..at + dh]) {
+                                *o = gc * s;
                             }
-                        }
-                        unit_backward(&qb[at..at + dh], &u, n, &du, &mut dqb[at..at + dh]);
-                    }
-                    transpose(&dkv, &mut dkvt, dh);
-                    for j in 0..l {
-                        let at = j * d + h * dh;
-                        let kj = &kn[j * dh..(j + 1) * dh];
-                        // dKn[j] = dKV · V[j]; dV[j] += dKVᵀ · Kn[j].
-                        mat_vec_t(&dkvt, &vb[at..at + dh], &mut dkn);
-                        let dvj = &mut dvb[at..at + dh];
-                        for (a, &ka) in kj.iter().enumerate() {
-                            for (o, &r) in dvj.iter_mut().zip(&dkv[a * dh..(a + 1) * dh]) {
-                                *o += ka * r;
+                            // dQn = KV · (s G[i]); dKV += Qn[i] ⊗ (s G[i]).
+                            mat_vec_t(&kvt, &gs, &mut du);
+                            for (a, &ua) in u.iter().enumerate() {
+                                for (o, &gc) in dkv[a * dh..(a + 1) * dh].iter_mut().zip(&gs) {
+                                    *o += ua * gc;
+                                }
                             }
+                            unit_backward(&qb[at..at + dh], &u, n, &du, &mut dqb[at..at + dh]);
                         }
-                        unit_backward(&kb[at..at + dh], kj, norms[j], &dkn, &mut dkb[at..at + dh]);
+                        transpose(&dkv, &mut dkvt, dh);
+                        for j in 0..l {
+                            let at = j * d + h * dh;
+                            let kj = &kn[j * dh..(j + 1) * dh];
+                            // dKn[j] = dKV · V[j]; dV[j] += dKVᵀ · Kn[j].
+                            mat_vec_t(&dkvt, &vb[at..at + dh], &mut dkn);
+                            let dvj = &mut dvb[at..at + dh];
+                            for (a, &ka) in kj.iter().enumerate() {
+                                for (o, &r) in dvj.iter_mut().zip(&dkv[a * dh..(a + 1) * dh]) {
+                                    *o += ka * r;
+                                }
+                            }
+                            unit_backward(
+                                &kb[at..at + dh],
+                                kj,
+                                norms[j],
+                                &dkn,
+                                &mut dkb[at..at + dh],
+                            );
+                        }
                     }
-                }
+                })
             });
         (dq, dk, dv)
     }
@@ -328,6 +318,18 @@ fn dims_of(lq: &Layout, lk: &Layout, lv: &Layout, heads: usize) -> Result<Dims> 
     Ok(Dims { lq: nq, l, d })
 }
 
+/// The forward kernel with the call's shapes.
+struct Forward<'a> {
+    op: &'a LinearAttentionOp,
+    dims: Dims,
+}
+
+impl Kernel3 for Forward<'_> {
+    fn apply<F: Elem>(&self, q: &[F], k: &[F], v: &[F]) -> Vec<F> {
+        self.op.forward(q, k, v, self.dims)
+    }
+}
+
 impl CustomOp3 for LinearAttentionOp {
     fn name(&self) -> &'static str {
         "mtrec-linear-attention"
@@ -343,26 +345,13 @@ impl CustomOp3 for LinearAttentionOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = dims_of(l1, l2, l3, self.heads)?;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
-                CpuStorage::F32(self.forward(
-                    contiguous_slice(q, l1, OP)?,
-                    contiguous_slice(k, l2, OP)?,
-                    contiguous_slice(v, l3, OP)?,
-                    dims,
-                ))
-            }
-            (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(v)) => {
-                CpuStorage::F64(self.forward(
-                    contiguous_slice(q, l1, OP)?,
-                    contiguous_slice(k, l2, OP)?,
-                    contiguous_slice(v, l3, OP)?,
-                    dims,
-                ))
-            }
-            _ => bail!("{OP}: f32 or f64 operands of one type only"),
-        };
-        Ok((out, l1.shape().clone()))
+        cpu_fwd3(
+            &Forward { op: self, dims },
+            OP,
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+        )
     }
 
     fn bwd(

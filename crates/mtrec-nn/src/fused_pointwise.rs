@@ -21,10 +21,12 @@
 //! not depend on the thread count). Other devices and dtypes take the composed path.
 
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+
+use crate::fastmath::Elem;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use crate::custom_op::{contiguous_slice, fused_ok, with_cpu_slice};
+use crate::custom_op::{cpu_fwd3, fused_ok, with_avx2, with_cpu_slice, Kernel3};
 use crate::dense::add_last;
 
 /// The activation of [`bias_act`].
@@ -35,39 +37,6 @@ pub enum PointwiseAct {
     Relu,
     /// `z · Φ(z)` with the exact erf (candle's `gelu_erf`).
     Gelu,
-}
-
-/// Element types of the fused kernels: candle's own GELU formula per type.
-trait Elem: Float + WithDType + Send + Sync + std::ops::AddAssign + std::ops::MulAssign {
-    fn gelu(self) -> Self;
-    /// `Φ(z) + z·φ(z)`, the derivative of `z·Φ(z)`.
-    fn gelu_slope(self) -> Self;
-}
-
-impl Elem for f32 {
-    /// With the vectorisable [`crate::fastmath::erf`] (within 1e-6 of libm's `erff`, which
-    /// candle's `gelu_erf` calls per element).
-    fn gelu(self) -> Self {
-        (crate::fastmath::erf(self * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * self
-    }
-
-    fn gelu_slope(self) -> Self {
-        const INV_SQRT_2PI: f32 = 0.398_942_3;
-        0.5 * (1.0 + crate::fastmath::erf(self * std::f32::consts::FRAC_1_SQRT_2))
-            + self * crate::fastmath::exp(-0.5 * self * self) * INV_SQRT_2PI
-    }
-}
-
-impl Elem for f64 {
-    fn gelu(self) -> Self {
-        (candle_core::cpu::erf::erf_f64(self * std::f64::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * self
-    }
-
-    fn gelu_slope(self) -> Self {
-        let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
-        0.5 * (1.0 + candle_core::cpu::erf::erf_f64(self * std::f64::consts::FRAC_1_SQRT_2))
-            + self * (-0.5 * self * self).exp() * inv_sqrt_2pi
-    }
 }
 
 fn f<F: Elem>(v: F) -> f64 {
@@ -150,19 +119,21 @@ impl BiasActOp {
         let mut out = vec![F::zero(); y.len()];
         let per = rows_per_task(c) * c;
         out.par_chunks_mut(per).enumerate().for_each(|(t, ob)| {
-            let start = t * per;
-            for (r, orow) in ob.chunks_mut(c).enumerate() {
-                let at = start + r * c;
-                let yr = &y[at..at + c];
-                for ((o, &yv), &bv) in orow.iter_mut().zip(yr).zip(b) {
-                    *o = self.act.value(yv + bv);
-                }
-                if self.masked {
-                    for (o, &mv) in orow.iter_mut().zip(&m[at..at + c]) {
-                        *o *= mv;
+            with_avx2(|| {
+                let start = t * per;
+                for (r, orow) in ob.chunks_mut(c).enumerate() {
+                    let at = start + r * c;
+                    let yr = &y[at..at + c];
+                    for ((o, &yv), &bv) in orow.iter_mut().zip(yr).zip(b) {
+                        *o = self.act.value(yv + bv);
+                    }
+                    if self.masked {
+                        for (o, &mv) in orow.iter_mut().zip(&m[at..at + c]) {
+                            *o *= mv;
+                        }
                     }
                 }
-            }
+            })
         });
         out
     }
@@ -199,28 +170,36 @@ impl BiasActOp {
             .par_chunks_mut(per)
             .enumerate()
             .map(|(t, db)| {
-                let mut col = vec![0.0f64; c];
-                let start = t * per;
-                for (r, drow) in db.chunks_mut(c).enumerate() {
-                    let at = start + r * c;
-                    let (yr, gr) = (&y[at..at + c], &g[at..at + c]);
-                    for (((d, &yv), &gv), &bv) in drow.iter_mut().zip(yr).zip(gr).zip(b) {
-                        *d = gv * slope(yv + bv);
-                    }
-                    if self.masked {
-                        for (d, &mv) in drow.iter_mut().zip(&m[at..at + c]) {
-                            *d *= mv;
+                with_avx2(|| {
+                    let mut col = vec![0.0f64; c];
+                    let start = t * per;
+                    for (r, drow) in db.chunks_mut(c).enumerate() {
+                        let at = start + r * c;
+                        let (yr, gr) = (&y[at..at + c], &g[at..at + c]);
+                        for (((d, &yv), &gv), &bv) in drow.iter_mut().zip(yr).zip(gr).zip(b) {
+                            *d = gv * slope(yv + bv);
+                        }
+                        if self.masked {
+                            for (d, &mv) in drow.iter_mut().zip(&m[at..at + c]) {
+                                *d *= mv;
+                            }
+                        }
+                        for (acc, &d) in col.iter_mut().zip(drow.iter()) {
+                            *acc += f(d);
                         }
                     }
-                    for (acc, &d) in col.iter_mut().zip(drow.iter()) {
-                        *acc += f(d);
-                    }
-                }
-                col
+                    col
+                })
             })
             .collect();
         let db = reduce_columns(parts, c).into_iter().map(from).collect();
         (dy, db)
+    }
+}
+
+impl Kernel3 for BiasActOp {
+    fn apply<F: Elem>(&self, y: &[F], b: &[F], m: &[F]) -> Vec<F> {
+        self.forward(y, b, m)
     }
 }
 
@@ -238,24 +217,7 @@ impl CustomOp3 for BiasActOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(y), CpuStorage::F32(b), CpuStorage::F32(m)) => {
-                CpuStorage::F32(self.forward(
-                    contiguous_slice(y, l1, BIAS_ACT)?,
-                    contiguous_slice(b, l2, BIAS_ACT)?,
-                    contiguous_slice(m, l3, BIAS_ACT)?,
-                ))
-            }
-            (CpuStorage::F64(y), CpuStorage::F64(b), CpuStorage::F64(m)) => {
-                CpuStorage::F64(self.forward(
-                    contiguous_slice(y, l1, BIAS_ACT)?,
-                    contiguous_slice(b, l2, BIAS_ACT)?,
-                    contiguous_slice(m, l3, BIAS_ACT)?,
-                ))
-            }
-            _ => bail!("{BIAS_ACT}: f32 or f64 operands of one type only"),
-        };
-        Ok((out, l1.shape().clone()))
+        cpu_fwd3(self, BIAS_ACT, (s1, l1), (s2, l2), (s3, l3))
     }
 
     fn bwd(
@@ -344,15 +306,17 @@ impl LayerNormOp {
         y.par_chunks_mut(per)
             .zip(x.par_chunks(per))
             .for_each(|(yb, xb)| {
-                for (yr, xr) in yb.chunks_mut(c).zip(xb.chunks(c)) {
-                    let (mean, rstd) = stats(xr, self.eps);
-                    for (((o, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
-                        // x̂ rounded to F first, then the affine part in F: the composed form's
-                        // arithmetic.
-                        let xhat: F = from((f(v) - mean) * rstd);
-                        *o = xhat * g + b;
+                with_avx2(|| {
+                    for (yr, xr) in yb.chunks_mut(c).zip(xb.chunks(c)) {
+                        let (mean, rstd) = stats(xr, self.eps);
+                        for (((o, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
+                            // x̂ rounded to F first, then the affine part in F: the composed form's
+                            // arithmetic.
+                            let xhat: F = from((f(v) - mean) * rstd);
+                            *o = xhat * g + b;
+                        }
                     }
-                }
+                })
             });
         y
     }
@@ -367,33 +331,41 @@ impl LayerNormOp {
             .par_chunks_mut(per)
             .zip(x.par_chunks(per).zip(g.par_chunks(per)))
             .map(|(db, (xb, gb))| {
-                let (mut dgamma, mut dbeta) = (vec![0.0f64; c], vec![0.0f64; c]);
-                for ((dr, xr), gr) in db.chunks_mut(c).zip(xb.chunks(c)).zip(gb.chunks(c)) {
-                    let (mean, rstd) = stats(xr, self.eps);
-                    let (mut s1, mut s2) = (0.0, 0.0);
-                    for j in 0..c {
-                        let xhat = (f(xr[j]) - mean) * rstd;
-                        let gv = f(gr[j]);
-                        dgamma[j] += gv * xhat;
-                        dbeta[j] += gv;
-                        let gh = gv * f(gamma[j]);
-                        s1 += gh;
-                        s2 += gh * xhat;
+                with_avx2(|| {
+                    let (mut dgamma, mut dbeta) = (vec![0.0f64; c], vec![0.0f64; c]);
+                    for ((dr, xr), gr) in db.chunks_mut(c).zip(xb.chunks(c)).zip(gb.chunks(c)) {
+                        let (mean, rstd) = stats(xr, self.eps);
+                        let (mut s1, mut s2) = (0.0, 0.0);
+                        for j in 0..c {
+                            let xhat = (f(xr[j]) - mean) * rstd;
+                            let gv = f(gr[j]);
+                            dgamma[j] += gv * xhat;
+                            dbeta[j] += gv;
+                            let gh = gv * f(gamma[j]);
+                            s1 += gh;
+                            s2 += gh * xhat;
+                        }
+                        let (m1, m2) = (s1 / n, s2 / n);
+                        for j in 0..c {
+                            let xhat = (f(xr[j]) - mean) * rstd;
+                            let gh = f(gr[j]) * f(gamma[j]);
+                            dr[j] = from(rstd * (gh - m1 - xhat * m2));
+                        }
                     }
-                    let (m1, m2) = (s1 / n, s2 / n);
-                    for j in 0..c {
-                        let xhat = (f(xr[j]) - mean) * rstd;
-                        let gh = f(gr[j]) * f(gamma[j]);
-                        dr[j] = from(rstd * (gh - m1 - xhat * m2));
-                    }
-                }
-                (dgamma, dbeta)
+                    (dgamma, dbeta)
+                })
             })
             .collect();
         let (gs, bs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
         let dgamma = reduce_columns(gs, c).into_iter().map(from).collect();
         let dbeta = reduce_columns(bs, c).into_iter().map(from).collect();
         (dx, dgamma, dbeta)
+    }
+}
+
+impl Kernel3 for LayerNormOp {
+    fn apply<F: Elem>(&self, x: &[F], gamma: &[F], beta: &[F]) -> Vec<F> {
+        self.forward(x, gamma, beta)
     }
 }
 
@@ -411,24 +383,7 @@ impl CustomOp3 for LayerNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
-                CpuStorage::F32(self.forward(
-                    contiguous_slice(x, l1, LAYER_NORM)?,
-                    contiguous_slice(g, l2, LAYER_NORM)?,
-                    contiguous_slice(b, l3, LAYER_NORM)?,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
-                CpuStorage::F64(self.forward(
-                    contiguous_slice(x, l1, LAYER_NORM)?,
-                    contiguous_slice(g, l2, LAYER_NORM)?,
-                    contiguous_slice(b, l3, LAYER_NORM)?,
-                ))
-            }
-            _ => bail!("{LAYER_NORM}: f32 or f64 operands of one type only"),
-        };
-        Ok((out, l1.shape().clone()))
+        cpu_fwd3(self, LAYER_NORM, (s1, l1), (s2, l2), (s3, l3))
     }
 
     fn bwd(
