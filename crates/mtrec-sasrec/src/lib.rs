@@ -298,7 +298,9 @@ impl SasRec {
 
     /// How [`encode`](Self::encode) splits `batch`: groups of rows by history length, each run
     /// at its own width (one group of all rows at the batch width when
-    /// [`Config::length_groups`] is off or the batch has fewer than two rows).
+    /// [`Config::length_groups`] is off or the batch has fewer than two rows). The plan reads
+    /// `batch.lengths`, which must count each row's real items (the [`Batch`] contract): a row
+    /// whose length understates its history would lose its oldest items.
     pub fn length_groups(&self, batch: &Batch) -> Result<Vec<LengthGroup>> {
         if !self.cfg.length_groups || batch.size < 2 {
             return Ok(vec![LengthGroup {
