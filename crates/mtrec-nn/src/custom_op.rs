@@ -32,25 +32,6 @@ pub fn with_cpu_slice<T: WithDType, R>(
     f(contiguous_slice(cpu.as_slice::<T>()?, layout, op)?)
 }
 
-/// Runs `f` inside a function compiled for AVX2 when the CPU has it, else as is. Release builds
-/// target the x86-64 baseline (SSE2, 4 f32 lanes); the loops of `f` that LLVM inlines here get
-/// 8 lanes. Only the vector width changes (no fused multiply-add is enabled), so both paths give
-/// the same bits. Wrap the per-task body of a kernel (the closure handed to rayon), not the
-/// rayon call itself.
-#[inline(always)]
-pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { run(f) };
-    }
-    f()
-}
-
 /// A CPU kernel of three same-typed operands that returns a tensor of the first one's shape.
 pub(crate) trait Kernel3 {
     /// The kernel on the operands' contiguous data.

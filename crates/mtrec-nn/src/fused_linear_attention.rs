@@ -28,7 +28,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::custom_op::{cpu_fwd3, with_avx2, with_cpu_slice, Kernel3};
+use crate::custom_op::{cpu_fwd3, with_cpu_slice, Kernel3};
 use crate::fastmath::Elem;
 
 const OP: &str = "fused linear attention";
@@ -182,33 +182,31 @@ impl LinearAttentionOp {
             return out;
         }
         out.par_chunks_mut(lq * d).enumerate().for_each(|(b, ob)| {
-            with_avx2(|| {
-                let (qb, kb, vb) = (
-                    &q[b * lq * d..(b + 1) * lq * d],
-                    &k[b * l * d..(b + 1) * l * d],
-                    &v[b * l * d..(b + 1) * l * d],
-                );
-                let mut kn = vec![F::zero(); l * dh];
-                let mut norms = vec![F::zero(); l];
-                let mut kv = vec![F::zero(); dh * dh];
-                let mut u = vec![F::zero(); dh];
-                for h in 0..self.heads {
-                    self.kv(kb, vb, dims, h, &mut kn, &mut norms, &mut kv);
-                    for i in 0..lq {
-                        let at = i * d + h * dh;
-                        unit(&qb[at..at + dh], &mut u, eps2);
-                        let o = &mut ob[at..at + dh];
-                        for (a, &ua) in u.iter().enumerate() {
-                            for (oc, &kvc) in o.iter_mut().zip(&kv[a * dh..(a + 1) * dh]) {
-                                *oc += ua * kvc;
-                            }
-                        }
-                        for oc in o.iter_mut() {
-                            *oc *= s;
+            let (qb, kb, vb) = (
+                &q[b * lq * d..(b + 1) * lq * d],
+                &k[b * l * d..(b + 1) * l * d],
+                &v[b * l * d..(b + 1) * l * d],
+            );
+            let mut kn = vec![F::zero(); l * dh];
+            let mut norms = vec![F::zero(); l];
+            let mut kv = vec![F::zero(); dh * dh];
+            let mut u = vec![F::zero(); dh];
+            for h in 0..self.heads {
+                self.kv(kb, vb, dims, h, &mut kn, &mut norms, &mut kv);
+                for i in 0..lq {
+                    let at = i * d + h * dh;
+                    unit(&qb[at..at + dh], &mut u, eps2);
+                    let o = &mut ob[at..at + dh];
+                    for (a, &ua) in u.iter().enumerate() {
+                        for (oc, &kvc) in o.iter_mut().zip(&kv[a * dh..(a + 1) * dh]) {
+                            *oc += ua * kvc;
                         }
                     }
+                    for oc in o.iter_mut() {
+                        *oc *= s;
+                    }
                 }
-            })
+            }
         });
         out
     }
@@ -236,66 +234,58 @@ impl LinearAttentionOp {
             .zip(dk.par_chunks_mut(l * d).zip(dv.par_chunks_mut(l * d)))
             .enumerate()
             .for_each(|(b, (dqb, (dkb, dvb)))| {
-                with_avx2(|| {
-                    let (qb, kb, vb, gb) = (
-                        &q[b * lq * d..(b + 1) * lq * d],
-                        &k[b * l * d..(b + 1) * l * d],
-                        &v[b * l * d..(b + 1) * l * d],
-                        &g[b * lq * d..(b + 1) * lq * d],
-                    );
-                    let mut kn = vec![F::zero(); l * dh];
-                    let mut norms = vec![F::zero(); l];
-                    let mut kv = vec![F::zero(); dh * dh];
-                    let mut kvt = vec![F::zero(); dh * dh];
-                    let mut dkv = vec![F::zero(); dh * dh];
-                    let mut dkvt = vec![F::zero(); dh * dh];
-                    let (mut u, mut du, mut dkn) = (
-                        vec![F::zero(); dh],
-                        vec![F::zero(); dh],
-                        vec![F::zero(); dh],
-                    );
-                    let mut gs = vec![F::zero(); dh];
-                    for h in 0..self.heads {
-                        self.kv(kb, vb, dims, h, &mut kn, &mut norms, &mut kv);
-                        transpose(&kv, &mut kvt, dh);
-                        dkv.iter_mut().for_each(|x| *x = F::zero());
-                        for i in 0..lq {
-                            let at = i * d + h * dh;
-                            let n = unit(&qb[at..at + dh], &mut u, eps2);
-                            for (o, &gc) in gs.iter_mut().zip(&gb[at..at + dh]) {
-                                *o = gc * s;
-                            }
-                            // dQn = KV · (s G[i]); dKV += Qn[i] ⊗ (s G[i]).
-                            mat_vec_t(&kvt, &gs, &mut du);
-                            for (a, &ua) in u.iter().enumerate() {
-                                for (o, &gc) in dkv[a * dh..(a + 1) * dh].iter_mut().zip(&gs) {
-                                    *o += ua * gc;
-                                }
-                            }
-                            unit_backward(&qb[at..at + dh], &u, n, &du, &mut dqb[at..at + dh]);
+                let (qb, kb, vb, gb) = (
+                    &q[b * lq * d..(b + 1) * lq * d],
+                    &k[b * l * d..(b + 1) * l * d],
+                    &v[b * l * d..(b + 1) * l * d],
+                    &g[b * lq * d..(b + 1) * lq * d],
+                );
+                let mut kn = vec![F::zero(); l * dh];
+                let mut norms = vec![F::zero(); l];
+                let mut kv = vec![F::zero(); dh * dh];
+                let mut kvt = vec![F::zero(); dh * dh];
+                let mut dkv = vec![F::zero(); dh * dh];
+                let mut dkvt = vec![F::zero(); dh * dh];
+                let (mut u, mut du, mut dkn) = (
+                    vec![F::zero(); dh],
+                    vec![F::zero(); dh],
+                    vec![F::zero(); dh],
+                );
+                let mut gs = vec![F::zero(); dh];
+                for h in 0..self.heads {
+                    self.kv(kb, vb, dims, h, &mut kn, &mut norms, &mut kv);
+                    transpose(&kv, &mut kvt, dh);
+                    dkv.iter_mut().for_each(|x| *x = F::zero());
+                    for i in 0..lq {
+                        let at = i * d + h * dh;
+                        let n = unit(&qb[at..at + dh], &mut u, eps2);
+                        for (o, &gc) in gs.iter_mut().zip(&gb[at..at + dh]) {
+                            *o = gc * s;
                         }
-                        transpose(&dkv, &mut dkvt, dh);
-                        for j in 0..l {
-                            let at = j * d + h * dh;
-                            let kj = &kn[j * dh..(j + 1) * dh];
-                            // dKn[j] = dKV · V[j]; dV[j] += dKVᵀ · Kn[j].
-                            mat_vec_t(&dkvt, &vb[at..at + dh], &mut dkn);
-                            let dvj = &mut dvb[at..at + dh];
-                            for (a, &ka) in kj.iter().enumerate() {
-                                for (o, &r) in dvj.iter_mut().zip(&dkv[a * dh..(a + 1) * dh]) {
-                                    *o += ka * r;
-                                }
+                        // dQn = KV · (s G[i]); dKV += Qn[i] ⊗ (s G[i]).
+                        mat_vec_t(&kvt, &gs, &mut du);
+                        for (a, &ua) in u.iter().enumerate() {
+                            for (o, &gc) in dkv[a * dh..(a + 1) * dh].iter_mut().zip(&gs) {
+                                *o += ua * gc;
                             }
-                            unit_backward(
-                                &kb[at..at + dh],
-                                kj,
-                                norms[j],
-                                &dkn,
-                                &mut dkb[at..at + dh],
-                            );
                         }
+                        unit_backward(&qb[at..at + dh], &u, n, &du, &mut dqb[at..at + dh]);
                     }
-                })
+                    transpose(&dkv, &mut dkvt, dh);
+                    for j in 0..l {
+                        let at = j * d + h * dh;
+                        let kj = &kn[j * dh..(j + 1) * dh];
+                        // dKn[j] = dKV · V[j]; dV[j] += dKVᵀ · Kn[j].
+                        mat_vec_t(&dkvt, &vb[at..at + dh], &mut dkn);
+                        let dvj = &mut dvb[at..at + dh];
+                        for (a, &ka) in kj.iter().enumerate() {
+                            for (o, &r) in dvj.iter_mut().zip(&dkv[a * dh..(a + 1) * dh]) {
+                                *o += ka * r;
+                            }
+                        }
+                        unit_backward(&kb[at..at + dh], kj, norms[j], &dkn, &mut dkb[at..at + dh]);
+                    }
+                }
             });
         (dq, dk, dv)
     }

@@ -26,7 +26,7 @@ use crate::fastmath::Elem;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use crate::custom_op::{cpu_fwd3, fused_ok, with_avx2, with_cpu_slice, Kernel3};
+use crate::custom_op::{cpu_fwd3, fused_ok, with_cpu_slice, Kernel3};
 use crate::dense::add_last;
 
 /// The activation of [`bias_act`].
@@ -119,21 +119,19 @@ impl BiasActOp {
         let mut out = vec![F::zero(); y.len()];
         let per = rows_per_task(c) * c;
         out.par_chunks_mut(per).enumerate().for_each(|(t, ob)| {
-            with_avx2(|| {
-                let start = t * per;
-                for (r, orow) in ob.chunks_mut(c).enumerate() {
-                    let at = start + r * c;
-                    let yr = &y[at..at + c];
-                    for ((o, &yv), &bv) in orow.iter_mut().zip(yr).zip(b) {
-                        *o = self.act.value(yv + bv);
-                    }
-                    if self.masked {
-                        for (o, &mv) in orow.iter_mut().zip(&m[at..at + c]) {
-                            *o *= mv;
-                        }
+            let start = t * per;
+            for (r, orow) in ob.chunks_mut(c).enumerate() {
+                let at = start + r * c;
+                let yr = &y[at..at + c];
+                for ((o, &yv), &bv) in orow.iter_mut().zip(yr).zip(b) {
+                    *o = self.act.value(yv + bv);
+                }
+                if self.masked {
+                    for (o, &mv) in orow.iter_mut().zip(&m[at..at + c]) {
+                        *o *= mv;
                     }
                 }
-            })
+            }
         });
         out
     }
@@ -170,26 +168,24 @@ impl BiasActOp {
             .par_chunks_mut(per)
             .enumerate()
             .map(|(t, db)| {
-                with_avx2(|| {
-                    let mut col = vec![0.0f64; c];
-                    let start = t * per;
-                    for (r, drow) in db.chunks_mut(c).enumerate() {
-                        let at = start + r * c;
-                        let (yr, gr) = (&y[at..at + c], &g[at..at + c]);
-                        for (((d, &yv), &gv), &bv) in drow.iter_mut().zip(yr).zip(gr).zip(b) {
-                            *d = gv * slope(yv + bv);
-                        }
-                        if self.masked {
-                            for (d, &mv) in drow.iter_mut().zip(&m[at..at + c]) {
-                                *d *= mv;
-                            }
-                        }
-                        for (acc, &d) in col.iter_mut().zip(drow.iter()) {
-                            *acc += f(d);
+                let mut col = vec![0.0f64; c];
+                let start = t * per;
+                for (r, drow) in db.chunks_mut(c).enumerate() {
+                    let at = start + r * c;
+                    let (yr, gr) = (&y[at..at + c], &g[at..at + c]);
+                    for (((d, &yv), &gv), &bv) in drow.iter_mut().zip(yr).zip(gr).zip(b) {
+                        *d = gv * slope(yv + bv);
+                    }
+                    if self.masked {
+                        for (d, &mv) in drow.iter_mut().zip(&m[at..at + c]) {
+                            *d *= mv;
                         }
                     }
-                    col
-                })
+                    for (acc, &d) in col.iter_mut().zip(drow.iter()) {
+                        *acc += f(d);
+                    }
+                }
+                col
             })
             .collect();
         let db = reduce_columns(parts, c).into_iter().map(from).collect();
@@ -306,17 +302,15 @@ impl LayerNormOp {
         y.par_chunks_mut(per)
             .zip(x.par_chunks(per))
             .for_each(|(yb, xb)| {
-                with_avx2(|| {
-                    for (yr, xr) in yb.chunks_mut(c).zip(xb.chunks(c)) {
-                        let (mean, rstd) = stats(xr, self.eps);
-                        for (((o, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
-                            // x̂ rounded to F first, then the affine part in F: the composed form's
-                            // arithmetic.
-                            let xhat: F = from((f(v) - mean) * rstd);
-                            *o = xhat * g + b;
-                        }
+                for (yr, xr) in yb.chunks_mut(c).zip(xb.chunks(c)) {
+                    let (mean, rstd) = stats(xr, self.eps);
+                    for (((o, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
+                        // x̂ rounded to F first, then the affine part in F: the composed form's
+                        // arithmetic.
+                        let xhat: F = from((f(v) - mean) * rstd);
+                        *o = xhat * g + b;
                     }
-                })
+                }
             });
         y
     }
@@ -331,29 +325,27 @@ impl LayerNormOp {
             .par_chunks_mut(per)
             .zip(x.par_chunks(per).zip(g.par_chunks(per)))
             .map(|(db, (xb, gb))| {
-                with_avx2(|| {
-                    let (mut dgamma, mut dbeta) = (vec![0.0f64; c], vec![0.0f64; c]);
-                    for ((dr, xr), gr) in db.chunks_mut(c).zip(xb.chunks(c)).zip(gb.chunks(c)) {
-                        let (mean, rstd) = stats(xr, self.eps);
-                        let (mut s1, mut s2) = (0.0, 0.0);
-                        for j in 0..c {
-                            let xhat = (f(xr[j]) - mean) * rstd;
-                            let gv = f(gr[j]);
-                            dgamma[j] += gv * xhat;
-                            dbeta[j] += gv;
-                            let gh = gv * f(gamma[j]);
-                            s1 += gh;
-                            s2 += gh * xhat;
-                        }
-                        let (m1, m2) = (s1 / n, s2 / n);
-                        for j in 0..c {
-                            let xhat = (f(xr[j]) - mean) * rstd;
-                            let gh = f(gr[j]) * f(gamma[j]);
-                            dr[j] = from(rstd * (gh - m1 - xhat * m2));
-                        }
+                let (mut dgamma, mut dbeta) = (vec![0.0f64; c], vec![0.0f64; c]);
+                for ((dr, xr), gr) in db.chunks_mut(c).zip(xb.chunks(c)).zip(gb.chunks(c)) {
+                    let (mean, rstd) = stats(xr, self.eps);
+                    let (mut s1, mut s2) = (0.0, 0.0);
+                    for j in 0..c {
+                        let xhat = (f(xr[j]) - mean) * rstd;
+                        let gv = f(gr[j]);
+                        dgamma[j] += gv * xhat;
+                        dbeta[j] += gv;
+                        let gh = gv * f(gamma[j]);
+                        s1 += gh;
+                        s2 += gh * xhat;
                     }
-                    (dgamma, dbeta)
-                })
+                    let (m1, m2) = (s1 / n, s2 / n);
+                    for j in 0..c {
+                        let xhat = (f(xr[j]) - mean) * rstd;
+                        let gh = f(gr[j]) * f(gamma[j]);
+                        dr[j] = from(rstd * (gh - m1 - xhat * m2));
+                    }
+                }
+                (dgamma, dbeta)
             })
             .collect();
         let (gs, bs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();

@@ -5,7 +5,6 @@
 //! reduction and vectorises; `exp` is a polynomial ([`exp_f32`]) for the same reason.
 
 use candle_core::WithDType;
-use mtrec_nn::custom_op::with_avx2;
 use rayon::prelude::*;
 
 /// Floats the kernels run on.
@@ -208,33 +207,43 @@ impl<T: Real> Scratch<T> {
     }
 }
 
-// The row kernels run compiled for AVX2 where the CPU has it (`mtrec_nn::custom_op::with_avx2`;
-// std checks once and caches) and for the x86-64 baseline (SSE2, 4 lanes) elsewhere. Release
-// builds target the baseline, so without this the scan's inner loops ran at half the width this
-// machine has. Only the vector width changes: the kernels use no fused multiply-add and fix their
-// summation order in the source, so both versions give the same bits.
+/// Defines `$name`, which runs `$imp` compiled for AVX2 where the CPU has it (std checks once and
+/// caches) and for the x86-64 baseline (SSE2, 4 lanes) elsewhere. Release builds target the
+/// baseline, so without this the scan's inner loops ran at half the width this machine has. Only
+/// the vector width changes: the kernels use no fused multiply-add and fix their summation order
+/// in the source, so both versions give the same bits.
+macro_rules! avx2_dispatch {
+    ($(#[$m:meta])* fn $name:ident, $avx:ident => $imp:ident ($($arg:ident : $ty:ty),* $(,)?)) => {
+        $(#[$m])*
+        fn $name<T: Real>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                return unsafe { $avx($($arg),*) };
+            }
+            $imp($($arg),*)
+        }
 
-fn row_forward<T: Real>(at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>) {
-    with_avx2(|| row_forward_impl(at, bc_row, dims, sc))
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $avx<T: Real>($($arg: $ty),*) {
+            $imp($($arg),*)
+        }
+    };
 }
 
-fn row_states<T: Real>(at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>, with_y: bool) {
-    with_avx2(|| row_states_impl(at, bc_row, dims, sc, with_y))
-}
-
-fn row_backward<T: Real>(
-    at: &[T],
-    bc_row: &[T],
-    gbc_row: &mut [T],
-    dims: Dims,
-    sc: &mut Scratch<T>,
-) {
-    with_avx2(|| row_backward_impl(at, bc_row, gbc_row, dims, sc))
-}
-
-fn load_gated_row<T: Real>(u_row: &[T], bias: &[T], dims: Dims, sc: &mut Scratch<T>) {
-    with_avx2(|| load_gated_row_impl(u_row, bias, dims, sc))
-}
+avx2_dispatch!(fn row_forward, row_forward_avx2 => row_forward_impl(
+    at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>,
+));
+avx2_dispatch!(fn row_states, row_states_avx2 => row_states_impl(
+    at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>, with_y: bool,
+));
+avx2_dispatch!(fn row_backward, row_backward_avx2 => row_backward_impl(
+    at: &[T], bc_row: &[T], gbc_row: &mut [T], dims: Dims, sc: &mut Scratch<T>,
+));
+avx2_dispatch!(fn load_gated_row, load_gated_row_avx2 => load_gated_row_impl(
+    u_row: &[T], bias: &[T], dims: Dims, sc: &mut Scratch<T>,
+));
 
 /// Forward scan of one row: `y[t] = Σ_k s_t[k] C_t[k]` (overwrites `sc.y`), from `sc.delta`,
 /// `sc.x`, `bc_row` (`L × [B_t ; C_t]`) and `at` = Aᵀ `[N, Di]`. Uses `sc.states[..N·Di]` as the
@@ -799,34 +808,36 @@ mod tests {
         let run = |avx: bool| {
             let mut sc = Scratch::<f32>::new(dims, true);
             let mut gbc = vec![0f32; l * 2 * n];
-            // The dispatching kernels take the AVX2 build here (checked above).
-            if avx {
-                load_gated_row(&u_row, &bias, dims, &mut sc);
-                row_forward(&at, &bc_row, dims, &mut sc);
-            } else {
-                load_gated_row_impl(&u_row, &bias, dims, &mut sc);
-                row_forward_impl(&at, &bc_row, dims, &mut sc);
+            // SAFETY: AVX2 is present (checked above).
+            unsafe {
+                if avx {
+                    load_gated_row_avx2(&u_row, &bias, dims, &mut sc);
+                    row_forward_avx2(&at, &bc_row, dims, &mut sc);
+                } else {
+                    load_gated_row_impl(&u_row, &bias, dims, &mut sc);
+                    row_forward_impl(&at, &bc_row, dims, &mut sc);
+                }
+                let y = sc.y.clone();
+                sc.g.copy_from_slice(&g);
+                if avx {
+                    row_states_avx2(&at, &bc_row, dims, &mut sc, true);
+                    row_backward_avx2(&at, &bc_row, &mut gbc, dims, &mut sc);
+                } else {
+                    row_states_impl(&at, &bc_row, dims, &mut sc, true);
+                    row_backward_impl(&at, &bc_row, &mut gbc, dims, &mut sc);
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                [
+                    bits(&sc.delta),
+                    bits(&y),
+                    bits(&sc.y),
+                    bits(&sc.states),
+                    bits(&sc.gdelta),
+                    bits(&sc.gx),
+                    bits(&sc.ga),
+                    bits(&gbc),
+                ]
             }
-            let y = sc.y.clone();
-            sc.g.copy_from_slice(&g);
-            if avx {
-                row_states(&at, &bc_row, dims, &mut sc, true);
-                row_backward(&at, &bc_row, &mut gbc, dims, &mut sc);
-            } else {
-                row_states_impl(&at, &bc_row, dims, &mut sc, true);
-                row_backward_impl(&at, &bc_row, &mut gbc, dims, &mut sc);
-            }
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            [
-                bits(&sc.delta),
-                bits(&y),
-                bits(&sc.y),
-                bits(&sc.states),
-                bits(&sc.gdelta),
-                bits(&sc.gx),
-                bits(&sc.ga),
-                bits(&gbc),
-            ]
         };
         let (base, avx) = (run(false), run(true));
         assert!(base[1].iter().any(|&b| b != 0));
