@@ -98,10 +98,11 @@ pub fn bias_act(
         act,
         masked: mask.is_some(),
     };
-    // Without a mask the third operand is a placeholder the kernels never read.
+    // Without a mask the third operand is a placeholder the kernels never read; a tensor of its
+    // own, so that the backward never read-locks one storage twice.
     let m = match mask {
         Some(m) => m.contiguous()?,
-        None => b.clone(),
+        None => Tensor::zeros(1, y.dtype(), y.device())?,
     };
     y.contiguous()?.apply_op3(&b.contiguous()?, &m, op)
 }
