@@ -4,7 +4,7 @@
 //! * [`bias_act`]: `act(y + b) ⊙ mask` over the last dimension, the bias add, activation (identity,
 //!   ReLU, erf-GELU) and dropout mask of a dense layer in one pass forward and one backward, the
 //!   bias gradient a column sum of the same pass;
-//! * [`layer_norm`]: LayerNorm with its affine part, `γ ⊙ (x − mean)/sqrt(var + eps) + β`.
+//! * `layer_norm` (used by [`crate::LayerNorm`]): LayerNorm with its affine part, `γ ⊙ (x − mean)/sqrt(var + eps) + β`.
 //!
 //! Why: candle's backward accumulates every gradient into a zero-filled buffer (`zeros_like` then
 //! `add`), so each node of the graph costs about three passes over its tensor on the way back, and
@@ -13,7 +13,7 @@
 //!
 //! The values are those of the composed forms, bit for bit (same arithmetic in the same order:
 //! `y + b`, then candle's GELU formula, then `⊙ mask`; LayerNorm's statistics in f64 as in
-//! [`crate::fused_norm`], then `x̂ ⊙ γ + β` in the tensor's type), except that the f32 GELU
+//! `fused_norm`, then `x̂ ⊙ γ + β` in the tensor's type), except that the f32 GELU
 //! evaluates erf with the vectorisable [`crate::fastmath::erf`] (within 1e-6 of libm's `erff`,
 //! which candle calls per element: the GELU's forward and backward took 4× the time of the
 //! rest of the op). Gradients are equal up to float

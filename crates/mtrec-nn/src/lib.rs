@@ -11,7 +11,7 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`batch`] | the model input contract: [`Batch`] of padded histories, [`Layout`], [`Vocab`] |
+//! | [`batch`] | the model input contract: [`Batch`] of padded histories, [`Layout`], [`Vocab`]; [`plan_length_groups`] for models that may run a batch in length groups |
 //! | [`model`] | the [`Backbone`] trait, output [`Head`]s (CTR, Q, quantile), [`Model`] |
 //! | [`loss`] | stable [`softplus`], [`log_sigmoid`], [`bce_with_logits`] |
 //! | [`embedding`] | [`Embedding`] with id 0 = padding; [`masked_sum`], [`masked_mean`] pooling |
@@ -21,6 +21,8 @@
 //! | [`ctr`] | DIEN-repo CTR trunk pieces: [`CtrEmbeddings`], the BN quirk [`FeatAffine`] / [`BatchNorm1d`] ([`InputNorm`]), `build_fcn_net` as [`FcnTrunk`] |
 //! | [`rnn`] | DIEN's TF-1.x [`TfGruCell`] and [`AugruCell`], `dynamic_rnn`-style [`run_gru`] / [`run_augru`] |
 //! | [`interaction`] | [`fm_second_order`], pairwise [`inner_products`], [`outer_product_pooled`] |
+//! | [`fused_pointwise`] | fused CPU ops with their own backward: a dense layer's bias + activation + dropout ([`fused_pointwise::bias_act`]), LayerNorm with its affine part |
+//! | [`fastmath`] | vectorisable f32 `exp` and `erf` for the fused kernels |
 //! | [`dropout`] | seeded, parallel inverted [`dropout::dropout`]; [`seed_dropout`], [`step_seed`] (trainers reseed every step) |
 //! | [`transformer`] | SASRec's [`SoftmaxAttention`] and LinRec's [`LinearAttention`], [`PointwiseFfn`], [`PositionalEmbedding`], [`TokenEmbedding`], masks, [`gather_rows`], the [`heads_for`] rule |
 //! | [`testing`] | finite-difference gradient checker and an every-Var-gets-a-gradient check |

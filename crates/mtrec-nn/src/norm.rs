@@ -31,7 +31,7 @@ impl LayerNorm {
 
     /// `γ ⊙ (x − mean) / sqrt(var + eps) + β` over the last dimension. On CPU f32/f64 the whole
     /// layer is one fused op with its own backward ([`crate::fused_pointwise`]; the normalisation
-    /// alone, [`crate::fused_norm`], when the parameters' dtype differs); elsewhere it is composed
+    /// alone, `fused_norm`, when the parameters' dtype differs); elsewhere it is composed
     /// from candle ops ([`LayerNorm::forward_composed`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // eps rounded through f32, as `candle_nn::ops::layer_norm_slow` does.

@@ -316,7 +316,7 @@ impl PositionalEmbedding {
 
     /// `x + positions offset..offset+L` for `x` `[B, L, d]`, the positions repeated over the batch
     /// by [`expand_rows`] so that the table's gradient is a matmul rather than candle's strided
-    /// reduction over `B` (see [`crate::dense`]).
+    /// reduction over `B` (see [`mod@crate::dense`]).
     pub fn add_to(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
         let (b, l, d) = x.dims3()?;
         let pos = self.forward(offset, l)?.flatten_all()?;
@@ -539,7 +539,7 @@ impl LinearAttention {
     /// [`forward`](Self::forward) at a fraction of the cost.
     ///
     /// On CPU f32/f64 the core (ELUs, L2 norms, `Knᵀ·V`, `Qn·KV`) is one fused op with its own
-    /// backward ([`crate::fused_linear_attention`]); elsewhere it is composed from candle ops
+    /// backward (`fused_linear_attention.rs`); elsewhere it is composed from candle ops
     /// ([`forward_queries_composed`](Self::forward_queries_composed)).
     pub fn forward_queries(&self, queries: &Tensor, x: &Tensor) -> Result<Tensor> {
         self.forward_queries_dropout(queries, x, 0.0, false)
