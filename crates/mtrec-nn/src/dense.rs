@@ -56,11 +56,33 @@ pub fn add_last(x: &Tensor, v: &Tensor) -> Result<Tensor> {
 /// flattened rows, the bias added by the fused [`bias_act`] on CPU (its gradient a column sum in
 /// the same pass) and through [`expand_rows`] elsewhere. `weight` is `[out, in]`.
 pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    dense_tail(
+        x,
+        weight,
+        bias.map(|b| (b, PointwiseAct::Identity)),
+        0.0,
+        false,
+    )
+}
+
+/// `dropout(act(x·Wᵀ + b))` on `[.., in]` (dropout with probability `p` when `train`): one 2-D
+/// matmul on the flattened rows, then the bias, activation and mask in one [`bias_act`]. Without
+/// a bias, the plain product (callers pass no activation or dropout then).
+fn dense_tail(
+    x: &Tensor,
+    weight: &Tensor,
+    bias_act_of: Option<(&Tensor, PointwiseAct)>,
+    p: f32,
+    train: bool,
+) -> Result<Tensor> {
     let (out, inp) = weight.dims2()?;
     let n = rows_of(x, inp, "dense")?;
     let y = x.reshape((n, inp))?.matmul(&weight.t()?)?;
-    let y = match bias {
-        Some(b) => bias_act(&y, b, PointwiseAct::Identity, None)?,
+    let y = match bias_act_of {
+        Some((b, act)) => {
+            let mask = crate::dropout::mask_like(&y, p, train)?;
+            bias_act(&y, b, act, mask.as_ref())?
+        }
         None => y,
     };
     let mut dims = x.dims().to_vec();
@@ -113,16 +135,7 @@ impl Dense {
         p: f32,
         train: bool,
     ) -> Result<Tensor> {
-        let (out, inp) = self.weight.dims2()?;
-        let n = rows_of(x, inp, "dense")?;
-        let y = x.reshape((n, inp))?.matmul(&self.weight.t()?)?;
-        let mask = crate::dropout::mask_like(&y, p, train)?;
-        let y = bias_act(&y, &self.bias, act, mask.as_ref())?;
-        let mut dims = x.dims().to_vec();
-        if let Some(last) = dims.last_mut() {
-            *last = out;
-        }
-        y.reshape(dims)
+        dense_tail(x, &self.weight, Some((&self.bias, act)), p, train)
     }
 }
 

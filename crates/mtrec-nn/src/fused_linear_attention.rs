@@ -39,7 +39,7 @@ pub(crate) struct LinearAttentionOp {
     pub eps: f64,
 }
 
-/// Shapes of one call: batch, query rows, key rows, width.
+/// Shapes of one call, per sample: query rows, key rows, width.
 #[derive(Clone, Copy)]
 struct Dims {
     lq: usize,
@@ -143,6 +143,11 @@ impl LinearAttentionOp {
         d / self.heads
     }
 
+    /// `eps²`, added inside the L2 norms.
+    fn eps2<F: Elem>(&self) -> F {
+        F::from(self.eps * self.eps).unwrap_or(F::zero())
+    }
+
     /// `KV` of one sample and head (`kn` receives the unit keys, `[L, dh]`, and `norms` their
     /// norms `[L]`).
     #[allow(clippy::too_many_arguments)]
@@ -157,7 +162,7 @@ impl LinearAttentionOp {
         kv: &mut [F],
     ) {
         let dh = self.dh(dims.d);
-        let eps2 = F::from(self.eps * self.eps).unwrap_or(F::zero());
+        let eps2 = self.eps2();
         kv.iter_mut().for_each(|x| *x = F::zero());
         for j in 0..dims.l {
             let at = j * dims.d + h * dh;
@@ -173,10 +178,10 @@ impl LinearAttentionOp {
     }
 
     fn forward<F: Elem>(&self, q: &[F], k: &[F], v: &[F], dims: Dims) -> Vec<F> {
-        let Dims { lq, l, d, .. } = dims;
+        let Dims { lq, l, d } = dims;
         let dh = self.dh(d);
         let s = F::from(1.0 / (dh as f64).sqrt()).unwrap_or(F::one());
-        let eps2 = F::from(self.eps * self.eps).unwrap_or(F::zero());
+        let eps2 = self.eps2();
         let mut out = vec![F::zero(); q.len()];
         if out.is_empty() || l == 0 {
             return out;
@@ -220,10 +225,10 @@ impl LinearAttentionOp {
         g: &[F],
         dims: Dims,
     ) -> (Vec<F>, Vec<F>, Vec<F>) {
-        let Dims { lq, l, d, .. } = dims;
+        let Dims { lq, l, d } = dims;
         let dh = self.dh(d);
         let s = F::from(1.0 / (dh as f64).sqrt()).unwrap_or(F::one());
-        let eps2 = F::from(self.eps * self.eps).unwrap_or(F::zero());
+        let eps2 = self.eps2();
         let mut dq = vec![F::zero(); q.len()];
         let mut dk = vec![F::zero(); k.len()];
         let mut dv = vec![F::zero(); v.len()];

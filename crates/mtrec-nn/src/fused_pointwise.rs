@@ -383,7 +383,7 @@ impl CustomOp3 for LayerNormOp {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        beta: &Tensor,
+        _beta: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -393,31 +393,22 @@ impl CustomOp3 for LayerNormOp {
             x: &Tensor,
             gamma: &Tensor,
             g: &Tensor,
-        ) -> Result<(Vec<F>, Vec<F>, Vec<F>)> {
-            with_cpu_slice::<F, _>(x, LAYER_NORM, |xs| {
+        ) -> Result<(Tensor, Tensor, Tensor)> {
+            let (dx, dg, db) = with_cpu_slice::<F, _>(x, LAYER_NORM, |xs| {
                 with_cpu_slice::<F, _>(gamma, LAYER_NORM, |gms| {
                     with_cpu_slice::<F, _>(g, LAYER_NORM, |gs| Ok(op.backward(xs, gms, gs)))
                 })
-            })
+            })?;
+            let dev = x.device();
+            Ok((
+                Tensor::from_vec(dx, x.shape(), dev)?,
+                Tensor::from_vec(dg, gamma.shape(), dev)?,
+                Tensor::from_vec(db, gamma.shape(), dev)?,
+            ))
         }
-        let dev = x.device();
         let (dx, dg, db) = match x.dtype() {
-            DType::F32 => {
-                let (a, b, c) = run::<f32>(self, x, gamma, &grad)?;
-                (
-                    Tensor::from_vec(a, x.shape(), dev)?,
-                    Tensor::from_vec(b, gamma.shape(), dev)?,
-                    Tensor::from_vec(c, beta.shape(), dev)?,
-                )
-            }
-            DType::F64 => {
-                let (a, b, c) = run::<f64>(self, x, gamma, &grad)?;
-                (
-                    Tensor::from_vec(a, x.shape(), dev)?,
-                    Tensor::from_vec(b, gamma.shape(), dev)?,
-                    Tensor::from_vec(c, beta.shape(), dev)?,
-                )
-            }
+            DType::F32 => run::<f32>(self, x, gamma, &grad)?,
+            DType::F64 => run::<f64>(self, x, gamma, &grad)?,
             dt => bail!("{LAYER_NORM}: no backward for {dt:?}"),
         };
         Ok((Some(dx), Some(dg), Some(db)))

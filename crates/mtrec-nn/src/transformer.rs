@@ -554,10 +554,10 @@ impl LinearAttention {
         p: f32,
         train: bool,
     ) -> Result<Tensor> {
-        let q = self.query.forward(queries)?;
-        if !crate::custom_op::fused_ok(&q) {
+        if !crate::custom_op::fused_ok(queries) {
             return dropout(&self.forward_queries_composed(queries, x)?, p, train);
         }
+        let q = self.query.forward(queries)?;
         let k = self.key.forward(x)?;
         let v = self.value.forward(x)?;
         let op = crate::fused_linear_attention::LinearAttentionOp {
