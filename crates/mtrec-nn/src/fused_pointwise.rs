@@ -12,8 +12,8 @@
 //! tokens) such element-wise passes were about half of the time and the matrix products a quarter.
 //!
 //! The values are those of the composed forms, bit for bit (same arithmetic in the same order:
-//! `y + b`, then candle's GELU formula, then `⊙ mask`; LayerNorm's statistics in f64 as in
-//! `fused_norm`, then `x̂ ⊙ γ + β` in the tensor's type), except that the f32 GELU
+//! `y + b`, then candle's GELU formula, then `⊙ mask`; LayerNorm's statistics in f64, one pass
+//! per row each way, then `x̂ ⊙ γ + β` in the tensor's type), except that the f32 GELU
 //! evaluates erf with the vectorisable [`crate::fastmath::erf`] (within 1e-6 of libm's `erff`,
 //! which candle calls per element: the GELU's forward and backward took 4× the time of the
 //! rest of the op). Gradients are equal up to float

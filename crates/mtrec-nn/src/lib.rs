@@ -16,7 +16,7 @@
 //! | [`loss`] | stable [`softplus`], [`log_sigmoid`], [`bce_with_logits`] |
 //! | [`embedding`] | [`Embedding`] with id 0 = padding; [`masked_sum`], [`masked_mean`] pooling |
 //! | [`mlp`] | [`Mlp`] builder, [`Activation`] enum, last-dimension [`PRelu`], [`Dice`] |
-//! | [`norm`] | differentiable [`LayerNorm`] (its normalisation one fused CPU op with its own backward), [`softmax`], [`masked_softmax`] |
+//! | [`norm`] | differentiable [`LayerNorm`] (one fused CPU op with its own backward, affine part included), [`softmax`], [`masked_softmax`] |
 //! | [`attention`] | [`DinAttention`], DIN's local activation unit |
 //! | [`ctr`] | DIEN-repo CTR trunk pieces: [`CtrEmbeddings`], the BN quirk [`FeatAffine`] / [`BatchNorm1d`] ([`InputNorm`]), `build_fcn_net` as [`FcnTrunk`] |
 //! | [`rnn`] | DIEN's TF-1.x [`TfGruCell`] and [`AugruCell`], `dynamic_rnn`-style [`run_gru`] / [`run_augru`] |
@@ -55,7 +55,6 @@ pub mod embedding;
 pub mod fastmath;
 mod fused_gru;
 mod fused_linear_attention;
-mod fused_norm;
 pub mod fused_pointwise;
 pub mod interaction;
 pub mod loss;

@@ -30,21 +30,15 @@ impl LayerNorm {
     }
 
     /// `γ ⊙ (x − mean) / sqrt(var + eps) + β` over the last dimension. On CPU f32/f64 the whole
-    /// layer is one fused op with its own backward ([`crate::fused_pointwise`]; the normalisation
-    /// alone, `fused_norm`, when the parameters' dtype differs); elsewhere it is composed
-    /// from candle ops ([`LayerNorm::forward_composed`]).
+    /// layer is one fused op with its own backward ([`crate::fused_pointwise`]); elsewhere it is
+    /// composed from candle ops ([`LayerNorm::forward_composed`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // eps rounded through f32, as `candle_nn::ops::layer_norm_slow` does.
         let eps = self.eps as f32 as f64;
-        if let Some(y) = crate::fused_pointwise::layer_norm(x, &self.weight, &self.bias, eps)? {
-            return Ok(y);
+        match crate::fused_pointwise::layer_norm(x, &self.weight, &self.bias, eps)? {
+            Some(y) => Ok(y),
+            None => self.forward_composed(x),
         }
-        if !crate::custom_op::fused_ok(x) {
-            return self.forward_composed(x);
-        }
-        let op = crate::fused_norm::NormalizeOp { eps };
-        let normed = x.contiguous()?.apply_op1(op)?;
-        add_last(&mul_last(&normed, &self.weight)?, &self.bias)
     }
 
     /// The op-composed form: `candle_nn::ops::layer_norm_slow`'s arithmetic (eps rounded through
@@ -94,4 +88,104 @@ pub fn masked_softmax_with_fill(scores: &Tensor, mask: &Tensor, fill: f64) -> Re
     let fill = Tensor::full(fill, scores.shape(), scores.device())?.to_dtype(scores.dtype())?;
     let filled = keep.where_cond(scores, &fill)?;
     softmax(&filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor, Var};
+    use candle_nn::{VarBuilder, VarMap};
+
+    use super::LayerNorm;
+    use crate::testing::assert_gradients_match;
+
+    fn layer_norm(dim: usize, eps: f64, dtype: DType) -> (VarMap, LayerNorm) {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
+        let ln = LayerNorm::new(dim, eps, vb).unwrap();
+        // Non-trivial γ, β.
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            let n = var.elem_count();
+            let v: Vec<f64> = (0..n)
+                .map(|i| {
+                    if name.contains("weight") {
+                        0.5 + 0.1 * i as f64
+                    } else {
+                        0.05 * i as f64 - 0.1
+                    }
+                })
+                .collect();
+            var.set(
+                &Tensor::from_vec(v, n, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+        }
+        (vm, ln)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        crate::ctr::testkit::max_abs_diff(a, b).unwrap()
+    }
+
+    #[test]
+    fn fused_matches_composed_values_and_gradients() {
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 2e-5)] {
+            let (vm, ln) = layer_norm(7, 1e-8, dtype);
+            let x = Var::from_tensor(
+                &(Tensor::randn(0f64, 2.0, (3, 5, 7), &Device::Cpu).unwrap() + 0.7)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+            let w = Tensor::randn(0f64, 1.0, (3, 5, 7), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let fused = ln.forward(x.as_tensor()).unwrap();
+            let composed = ln.forward_composed(x.as_tensor()).unwrap();
+            assert!(max_diff(&fused, &composed) < tol, "{dtype:?}");
+            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gc = (composed * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let mut vars: Vec<Tensor> = vec![x.as_tensor().clone()];
+            vars.extend(vm.all_vars().iter().map(|v| v.as_tensor().clone()));
+            for v in &vars {
+                let (a, b) = (gf.get(v).unwrap(), gc.get(v).unwrap());
+                assert!(max_diff(a, b) < 10.0 * tol, "{dtype:?}: {}", max_diff(a, b));
+            }
+        }
+    }
+
+    #[test]
+    fn fused_gradient_matches_finite_differences() {
+        let (_, ln) = layer_norm(6, 1e-5, DType::F64);
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (4, 6), &Device::Cpu).unwrap()).unwrap();
+        let w = Tensor::randn(0f64, 1.0, (4, 6), &Device::Cpu).unwrap();
+        assert_gradients_match(&[x], |v| (ln.forward(v[0].as_tensor())? * &w)?.sum_all());
+    }
+
+    #[test]
+    fn constant_rows_and_one_column_stay_finite() {
+        let (_, ln) = layer_norm(4, 1e-8, DType::F32);
+        let x = Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap();
+        let y = ln.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        assert!(y.iter().flatten().all(|v| v.is_finite()));
+        let (_, ln1) = layer_norm(1, 1e-8, DType::F32);
+        let x = Tensor::new(&[[3f32], [-1.0]], &Device::Cpu).unwrap();
+        assert!(ln1
+            .forward(&x)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .flatten()
+            .all(|v| v.is_finite()));
+    }
 }
