@@ -250,20 +250,26 @@ impl LinRec {
         let last = last_positions(&batch.lengths, l)?;
         let n = self.layers.len();
         for (i, layer) in self.layers.iter().enumerate() {
+            // LN(dropout(sublayer) + residual) as one fused op per sublayer on the CPU.
             if i + 1 < n {
-                let a = layer.attn.forward_queries_dropout(&x, &x, p, train)?;
-                x = layer.attn_ln.forward(&(a + &x)?)?;
+                x = layer
+                    .attn
+                    .forward_queries_add_norm(&x, &x, &x, &layer.attn_ln, p, train)?;
             } else {
                 // Only column len − 1 is read, and each output row of the last layer depends on
                 // its own query row only: run just those queries against all keys and values
                 // (same values as the full layer, a fraction of the work).
                 let rows = gather_rows(&x, &last)?.unsqueeze(1)?; // [B, 1, d]
-                let a = layer.attn.forward_queries_dropout(&rows, &x, p, train)?;
-                x = layer.attn_ln.forward(&(a + rows)?)?;
+                x = layer.attn.forward_queries_add_norm(
+                    &rows,
+                    &x,
+                    &rows,
+                    &layer.attn_ln,
+                    p,
+                    train,
+                )?;
             }
-            x = layer
-                .ffn_ln
-                .forward(&(layer.ffn.forward(&x, train)? + &x)?)?;
+            x = layer.ffn.forward_add_norm(&x, &layer.ffn_ln, train)?;
         }
         if n == 0 {
             return gather_rows(&x, &last);

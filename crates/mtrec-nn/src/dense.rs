@@ -13,6 +13,7 @@
 use candle_core::{Module, Result, Tensor};
 
 use crate::fused_pointwise::{bias_act, PointwiseAct};
+use crate::norm::LayerNorm;
 
 /// `v` `[C]` repeated over `n` rows as `[n, C]`, computed as the rank-1 product `1_n · vᵀ` so that
 /// `v`'s gradient is the matrix product `1ᵀ · G` rather than a strided reduction.
@@ -136,6 +137,23 @@ impl Dense {
         train: bool,
     ) -> Result<Tensor> {
         dense_tail(x, &self.weight, Some((&self.bias, act)), p, train)
+    }
+
+    /// `ln(dropout(x·Wᵀ + b) + residual)` (dropout with probability `p` when `train`): a
+    /// post-LN sublayer's output layer, residual and LayerNorm as one matmul and one fused op
+    /// ([`LayerNorm::forward_residual`]). The mask is drawn right after the matmul, as
+    /// [`forward_act`](Self::forward_act) draws it.
+    pub fn forward_add_norm(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        ln: &LayerNorm,
+        p: f32,
+        train: bool,
+    ) -> Result<Tensor> {
+        let y = dense(x, &self.weight, None)?;
+        let mask = crate::dropout::mask_like(&y, p, train)?;
+        ln.forward_residual(&y, &self.bias, mask.as_ref(), residual)
     }
 }
 

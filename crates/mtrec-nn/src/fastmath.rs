@@ -19,16 +19,18 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 
+/// 1.5 · 2^23: adding it to a float of magnitude below 2^22 rounds that float to an integer,
+/// which then sits in the sum's low mantissa bits.
+const ROUND: f32 = 12_582_912.0;
+
 /// `e^x` in f32 (see the module docs).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
-    // k = round(x / ln 2), as a float, without calling floor: truncate, then step down for
-    // negative non-integers.
-    let t = x * LOG2E + 0.5;
-    let ti = t as i32;
-    let k = ti - i32::from((ti as f32) > t);
-    let kf = k as f32;
+    // k = round(x / ln 2) with float adds only: Rust's saturating float-to-int `as` does not
+    // vectorise (it became four scalar conversions per SSE vector), this does. A NaN stays NaN.
+    let big = x * LOG2E + ROUND;
+    let kf = big - ROUND;
     let r = x - kf * LN2_HI - kf * LN2_LO;
     let r2 = r * r;
     let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
@@ -36,7 +38,9 @@ pub fn exp(x: f32) -> f32 {
         * r
         + 0.5;
     let y = p * r2 + r + 1.0;
-    y * f32::from_bits(((k + 127) as u32) << 23)
+    // 2^k through the exponent bits; k (in [−126, 127] after the clamp) is the low bits of `big`.
+    let k = big.to_bits().wrapping_sub(ROUND.to_bits());
+    y * f32::from_bits(k.wrapping_add(127) << 23)
 }
 
 /// `erf(x)` in f32 (see the module docs).
@@ -123,6 +127,8 @@ mod tests {
         assert!(worst < 3e-7, "worst relative error {worst}");
         assert!(super::exp(-200.0) < 1e-37);
         assert_eq!(super::exp(0.0), 1.0);
+        assert!(super::exp(f32::NAN).is_nan());
+        assert!(super::exp(1e30) > 1e38 && super::exp(1e30).is_finite());
     }
 
     #[test]

@@ -4,6 +4,7 @@ use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
 use crate::dense::{add_last, mul_last};
+use crate::fused_pointwise::PointwiseAct;
 
 /// Layer normalisation over the last dimension that **passes gradients**:
 /// `(x − mean) / sqrt(var + eps) ⊙ weight + bias` (biased variance, like PyTorch and TF).
@@ -38,6 +39,30 @@ impl LayerNorm {
         match crate::fused_pointwise::layer_norm(x, &self.weight, &self.bias, eps)? {
             Some(y) => Ok(y),
             None => self.forward_composed(x),
+        }
+    }
+
+    /// `LN((y + b) ⊙ mask + residual)`: the tail of a post-LN transformer sublayer whose last
+    /// dense layer produced `y` without its bias `b` (`mask` its dropout mask, if any). On CPU
+    /// f32/f64 one fused op with its own backward (the same values as the composed form, bit
+    /// for bit); elsewhere [`bias_act`](crate::fused_pointwise::bias_act), `+` and
+    /// [`forward`](Self::forward).
+    pub fn forward_residual(
+        &self,
+        y: &Tensor,
+        b: &Tensor,
+        mask: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let eps = self.eps as f32 as f64;
+        let fused =
+            crate::fused_pointwise::add_norm(y, b, mask, residual, &self.weight, &self.bias, eps)?;
+        match fused {
+            Some(out) => Ok(out),
+            None => {
+                let z = crate::fused_pointwise::bias_act(y, b, PointwiseAct::Identity, mask)?;
+                self.forward(&(z + residual)?)
+            }
         }
     }
 

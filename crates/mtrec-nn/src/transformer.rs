@@ -30,11 +30,11 @@ use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Align, Batch, Vocab};
-use crate::dense::{expand_rows, Dense};
+use crate::dense::{dense, expand_rows, Dense};
 use crate::embedding::{Embedding, EmbeddingConfig, EmbeddingInit};
 use crate::fused_pointwise::PointwiseAct;
 use crate::mlp::glorot_linear;
-use crate::norm::masked_softmax_with_fill;
+use crate::norm::{masked_softmax_with_fill, LayerNorm};
 
 /// The score the SASRec (and DIN/DIEN) reference codes write into masked attention positions:
 /// `-2^32 + 1`. A finite fill keeps a fully masked row finite (uniform) instead of NaN.
@@ -376,13 +376,29 @@ impl PointwiseFfn {
     /// ([`crate::fused_pointwise::bias_act`]); the masks are drawn in the order of the composed
     /// form, so a seeded run draws the same masks.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let act = match self.act {
-            FfnActivation::Relu => PointwiseAct::Relu,
-            FfnActivation::Gelu => PointwiseAct::Gelu,
-        };
-        let h = self.fc1.forward_act(x, act, self.dropout_hidden, train)?;
+        let h = self
+            .fc1
+            .forward_act(x, self.pointwise_act(), self.dropout_hidden, train)?;
         self.fc2
             .forward_act(&h, PointwiseAct::Identity, self.dropout_out, train)
+    }
+
+    /// `ln(forward(x) + x)`, a post-LN feed-forward sublayer (RecBole's): the second layer's
+    /// bias and dropout, the residual add and the LayerNorm as one fused op on the CPU
+    /// ([`LayerNorm::forward_residual`]); the masks are drawn as in [`forward`](Self::forward).
+    pub fn forward_add_norm(&self, x: &Tensor, ln: &LayerNorm, train: bool) -> Result<Tensor> {
+        let h = self
+            .fc1
+            .forward_act(x, self.pointwise_act(), self.dropout_hidden, train)?;
+        self.fc2
+            .forward_add_norm(&h, x, ln, self.dropout_out, train)
+    }
+
+    fn pointwise_act(&self) -> PointwiseAct {
+        match self.act {
+            FfnActivation::Relu => PointwiseAct::Relu,
+            FfnActivation::Gelu => PointwiseAct::Gelu,
+        }
     }
 }
 
@@ -554,27 +570,65 @@ impl LinearAttention {
         p: f32,
         train: bool,
     ) -> Result<Tensor> {
-        if !crate::custom_op::fused_ok(queries) {
-            return dropout(&self.forward_queries_composed(queries, x)?, p, train);
+        self.dense
+            .forward_act(&self.context(queries, x)?, PointwiseAct::Identity, p, train)
+    }
+
+    /// `ln(dropout(attention) + residual)`: [`forward_queries_dropout`](Self::forward_queries_dropout)
+    /// followed by a residual add and a LayerNorm (a post-LN sublayer, as RecBole's), the output
+    /// projection's bias, the dropout, the add and the LayerNorm as one fused op on the CPU
+    /// ([`LayerNorm::forward_residual`]).
+    pub fn forward_queries_add_norm(
+        &self,
+        queries: &Tensor,
+        x: &Tensor,
+        residual: &Tensor,
+        ln: &LayerNorm,
+        p: f32,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.dense
+            .forward_add_norm(&self.context(queries, x)?, residual, ln, p, train)
+    }
+
+    /// The merged heads' context before the output projection, `[B, Lq, d]`. On CPU f32/f64
+    /// with a head width of 4, 8, 16, 32 or 64 the three projections are one matmul (Q, K and V side by side; K and V only when the
+    /// queries are a subset) and the core one fused op that adds their biases as it reads
+    /// them; elsewhere it is composed from candle ops.
+    fn context(&self, queries: &Tensor, x: &Tensor) -> Result<Tensor> {
+        let dh = x.dim(D::Minus1)? / self.heads;
+        let widths = crate::fused_linear_attention::HEAD_WIDTHS;
+        if !(crate::custom_op::fused_ok(queries) && widths.contains(&dh)) {
+            return self.context_composed(queries, x);
         }
-        let q = self.query.forward(queries)?;
-        let k = self.key.forward(x)?;
-        let v = self.value.forward(x)?;
         let op = crate::fused_linear_attention::LinearAttentionOp {
             heads: self.heads,
             eps: self.eps,
         };
-        let ctx = q
-            .contiguous()?
-            .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?;
-        self.dense
-            .forward_act(&ctx, PointwiseAct::Identity, p, train)
+        let bias = Tensor::cat(&[self.query.bias(), self.key.bias(), self.value.bias()], 0)?;
+        if queries.id() == x.id() {
+            let w = Tensor::cat(
+                &[self.query.weight(), self.key.weight(), self.value.weight()],
+                0,
+            )?;
+            dense(x, &w, None)?.contiguous()?.apply_op2(&bias, op)
+        } else {
+            let q = dense(queries, self.query.weight(), None)?;
+            let w = Tensor::cat(&[self.key.weight(), self.value.weight()], 0)?;
+            let kv = dense(x, &w, None)?;
+            q.contiguous()?.apply_op3(&kv.contiguous()?, &bias, op)
+        }
     }
 
     /// The op-composed form of [`forward_queries`](Self::forward_queries): head split, ELU, L2
     /// norms, `Knᵀ·V` then `Qn·KV` as candle ops. The path off the CPU and the fused op's
     /// reference in tests.
     pub fn forward_queries_composed(&self, queries: &Tensor, x: &Tensor) -> Result<Tensor> {
+        self.dense.forward(&self.context_composed(queries, x)?)
+    }
+
+    /// [`context`](Self::context) from candle ops.
+    fn context_composed(&self, queries: &Tensor, x: &Tensor) -> Result<Tensor> {
         let d = x.dim(D::Minus1)?;
         let dh = d / self.heads;
         let q = split_heads(&self.query.forward(queries)?, self.heads)?.elu(1.0)?;
@@ -585,7 +639,7 @@ impl LinearAttention {
         // Knᵀ·V first: [B,h,d_h,L]·[B,h,L,d_h] → [B,h,d_h,d_h], linear in L.
         let kv = kn.t()?.contiguous()?.matmul(&v)?;
         let ctx = (qn.matmul(&kv)? / (dh as f64).sqrt())?;
-        self.dense.forward(&merge_heads(&ctx)?)
+        merge_heads(&ctx)
     }
 }
 
@@ -1069,33 +1123,59 @@ mod tests {
 
     #[test]
     fn linear_attention_gradients() {
-        // Post-LN RecBole-style path: y = LN(attn(x) + x), 2 heads, eps 1e-6 in the L2 norms.
+        // Post-LN RecBole-style path: y = LN(attn(x) + x), 2 heads of 4 (the fused op), eps
+        // 1e-6 in the L2 norms; once composed, once through the fused residual + LayerNorm with
+        // a dropout mask, and once with queries at some rows only.
         let vm = VarMap::new();
         let vb = vb64(&vm);
-        let att = LinearAttention::new(4, 2, 1e-6, LinearInit::Normal { std: 0.02 }, vb.pp("att"))
+        let att = LinearAttention::new(8, 2, 1e-6, LinearInit::Normal { std: 0.02 }, vb.pp("att"))
             .unwrap();
-        let ln = LayerNorm::new(4, 1e-12, vb.pp("ln")).unwrap();
+        let ln = LayerNorm::new(8, 1e-12, vb.pp("ln")).unwrap();
         randomize(&vm, 21);
-        let x = Var::from_tensor(&input(&[2, 3, 4], 6)).unwrap();
+        let x = Var::from_tensor(&input(&[2, 3, 8], 6)).unwrap();
         let mut vars = vm.all_vars();
         vars.push(x.clone());
         assert_gradients_match(&vars, |_| {
             let y = ln.forward(&(att.forward(x.as_tensor())? + x.as_tensor())?)?;
             project(&y, 98)
         });
+        crate::seed_dropout(3);
+        let mask = crate::dropout::mask_like(x.as_tensor(), 0.3, true)
+            .unwrap()
+            .unwrap();
+        assert_gradients_match(&vars, |_| {
+            let x = x.as_tensor();
+            let ctx = att.context(x, x)?;
+            let y = dense(&ctx, att.dense.weight(), None)?;
+            let y = ln.forward_residual(&y, att.dense.bias(), Some(&mask), x)?;
+            project(&y, 98)
+        });
+        assert_gradients_match(&vars, |_| {
+            let x = x.as_tensor();
+            let rows = x.narrow(1, 1, 2)?;
+            let y = att.forward_queries_add_norm(&rows, x, &rows, &ln, 0.0, false)?;
+            project(&y, 97)
+        });
     }
 
     #[test]
     fn fused_linear_attention_equals_the_composed_form() {
-        // Full self-attention and a query subset, f64 and f32, 4 heads of 3: values and the
-        // gradients of every parameter and input agree with the op-composed form.
-        for dtype in [DType::F64, DType::F32] {
+        // Full self-attention and a query subset, f64 and f32, heads of 4, 8 and 16 (compiled
+        // widths, so the fused op runs): values and the gradients of every parameter and input
+        // agree with the op-composed form.
+        for (dtype, d, heads) in [
+            (DType::F64, 16, 4),
+            (DType::F32, 16, 4),
+            (DType::F64, 16, 2),
+            (DType::F32, 32, 2),
+        ] {
+            assert!(crate::fused_linear_attention::HEAD_WIDTHS.contains(&(d / heads)));
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
             let att =
-                LinearAttention::new(12, 4, 1e-6, LinearInit::Normal { std: 0.5 }, vb).unwrap();
+                LinearAttention::new(d, heads, 1e-6, LinearInit::Normal { std: 0.5 }, vb).unwrap();
             randomize(&vm, 5);
-            let x = Var::from_tensor(&input(&[3, 7, 12], 8).to_dtype(dtype).unwrap()).unwrap();
+            let x = Var::from_tensor(&input(&[3, 7, d], 8).to_dtype(dtype).unwrap()).unwrap();
             let rows = x.as_tensor().narrow(1, 4, 2).unwrap();
             for queries in [x.as_tensor().clone(), rows] {
                 let fused = att.forward_queries(&queries, x.as_tensor()).unwrap();
@@ -1126,12 +1206,45 @@ mod tests {
     }
 
     #[test]
-    fn linear_attention_zero_input_has_finite_gradient() {
-        // A token whose projections are exactly zero: the eps keeps the L2 norm differentiable.
+    fn fused_linear_attention_keeps_empty_batches() {
+        // No samples, or queries at no rows: empty outputs and zero parameter gradients.
         let vm = VarMap::new();
-        let att = LinearAttention::new(2, 1, 1e-6, LinearInit::GlorotUniform, vb64(&vm)).unwrap();
+        let att = LinearAttention::new(8, 2, 1e-6, LinearInit::GlorotUniform, vb64(&vm)).unwrap();
+        let x = Tensor::zeros((0, 3, 8), DType::F64, &Device::Cpu).unwrap();
+        let y = att.forward(&x).unwrap();
+        assert_eq!(y.dims(), &[0, 3, 8]);
+        let x = input(&[2, 3, 8], 4);
+        let rows = x.narrow(1, 0, 0).unwrap();
+        let y = att.forward_queries(&rows, &x).unwrap();
+        assert_eq!(y.dims(), &[2, 0, 8]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        for v in vm.all_vars() {
+            let s = g.get(v.as_tensor()).map(|t| {
+                t.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            });
+            assert_eq!(s.unwrap_or(0.0), 0.0);
+        }
+    }
+
+    #[test]
+    fn linear_attention_zero_input_has_finite_gradient() {
+        // A token whose projections are exactly zero: the eps keeps the L2 norm differentiable
+        // (width 2 runs the composed form, width 4 the fused op).
+        for d in [2, 4] {
+            zero_input_has_finite_gradient(d);
+        }
+    }
+
+    fn zero_input_has_finite_gradient(d: usize) {
+        let vm = VarMap::new();
+        let att = LinearAttention::new(d, 1, 1e-6, LinearInit::GlorotUniform, vb64(&vm)).unwrap();
         let x =
-            Var::from_tensor(&Tensor::zeros((1, 2, 2), DType::F64, &Device::Cpu).unwrap()).unwrap();
+            Var::from_tensor(&Tensor::zeros((1, 2, d), DType::F64, &Device::Cpu).unwrap()).unwrap();
         let y = att.forward(x.as_tensor()).unwrap().sum_all().unwrap();
         let g = y.backward().unwrap();
         for v in vm.all_vars() {

@@ -207,41 +207,20 @@ impl<T: Real> Scratch<T> {
     }
 }
 
-/// Defines `$name`, which runs `$imp` compiled for AVX2 where the CPU has it (std checks once and
-/// caches) and for the x86-64 baseline (SSE2, 4 lanes) elsewhere. Release builds target the
-/// baseline, so without this the scan's inner loops ran at half the width this machine has. Only
-/// the vector width changes: the kernels use no fused multiply-add and fix their summation order
-/// in the source, so both versions give the same bits.
-macro_rules! avx2_dispatch {
-    ($(#[$m:meta])* fn $name:ident, $avx:ident => $imp:ident ($($arg:ident : $ty:ty),* $(,)?)) => {
-        $(#[$m])*
-        fn $name<T: Real>($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2, checked just above.
-                return unsafe { $avx($($arg),*) };
-            }
-            $imp($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        unsafe fn $avx<T: Real>($($arg: $ty),*) {
-            $imp($($arg),*)
-        }
-    };
-}
-
-avx2_dispatch!(fn row_forward, row_forward_avx2 => row_forward_impl(
+mtrec_nn::avx2_dispatch!(fn row_forward, row_forward_avx2 => row_forward_impl
+    <T: Real>(
     at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>,
 ));
-avx2_dispatch!(fn row_states, row_states_avx2 => row_states_impl(
+mtrec_nn::avx2_dispatch!(fn row_states, row_states_avx2 => row_states_impl
+    <T: Real>(
     at: &[T], bc_row: &[T], dims: Dims, sc: &mut Scratch<T>, with_y: bool,
 ));
-avx2_dispatch!(fn row_backward, row_backward_avx2 => row_backward_impl(
+mtrec_nn::avx2_dispatch!(fn row_backward, row_backward_avx2 => row_backward_impl
+    <T: Real>(
     at: &[T], bc_row: &[T], gbc_row: &mut [T], dims: Dims, sc: &mut Scratch<T>,
 ));
-avx2_dispatch!(fn load_gated_row, load_gated_row_avx2 => load_gated_row_impl(
+mtrec_nn::avx2_dispatch!(fn load_gated_row, load_gated_row_avx2 => load_gated_row_impl
+    <T: Real>(
     u_row: &[T], bias: &[T], dims: Dims, sc: &mut Scratch<T>,
 ));
 
