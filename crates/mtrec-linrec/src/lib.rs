@@ -78,7 +78,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use mtrec_nn::transformer::{
-    check_dropout, check_layout, dropout, gather_rows, heads_for, last_positions, LinearAttention,
+    check_dropout, check_layout, gather_rows, heads_for, last_positions, LinearAttention,
     LinearInit, PointwiseFfn, PositionalEmbedding, TokenEmbedding,
 };
 use mtrec_nn::{
@@ -242,11 +242,11 @@ impl LinRec {
             &format!("exactly max_seq_length = {l} columns"),
         )?;
         let p = self.cfg.hidden_dropout_prob;
-        let x = self.pos.add_to(
-            &self.tokens.forward(&batch.hist_items, &batch.hist_cats)?,
-            0,
-        )?;
-        let mut x = dropout(&self.emb_ln.forward(&x)?, p, train)?;
+        // dropout(LN(tokens + positions)), one fused op on the CPU.
+        let tokens = self.tokens.forward(&batch.hist_items, &batch.hist_cats)?;
+        let mut x = self
+            .emb_ln
+            .forward_positions(&tokens, &self.pos.forward(0, l)?, p, train)?;
         let last = last_positions(&batch.lengths, l)?;
         let n = self.layers.len();
         for (i, layer) in self.layers.iter().enumerate() {

@@ -818,6 +818,239 @@ impl CustomOp3 for AddNormOp {
     }
 }
 
+// ------------------------------------------------------------------ positions + LayerNorm
+
+/// `LN(x + pos) ⊙ mask` for `x` `[B, L, C]` and the position rows `pos` `[L, C]` (added to
+/// every sample), LN with its affine part (`γ`, `β`): a transformer's embedding block (the
+/// position add, the embedding LayerNorm and its dropout) in one op on CPU f32/f64. `None` when
+/// the operands cannot take the fused path. Replaces three graph nodes over `[B, L, C]` (the
+/// add, whose positions candle's backward would otherwise reduce over the batch, the
+/// LayerNorm and the mask product) and their gradient buffers.
+pub(crate) fn position_norm(
+    x: &Tensor,
+    pos: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mask: Option<&Tensor>,
+    eps: f64,
+) -> Result<Option<Tensor>> {
+    let dt = x.dtype();
+    let typed = [pos, gamma, beta].iter().all(|t| t.dtype() == dt)
+        && mask.is_none_or(|m| m.dtype() == dt && m.dims() == x.dims());
+    let shaped = match (x.dims(), pos.dims()) {
+        ([_, l, c], [lp, cp]) => l == lp && c == cp && gamma.dims() == [*c] && beta.dims() == [*c],
+        _ => false,
+    };
+    if !(fused_ok(x) && typed && shaped) {
+        return Ok(None);
+    }
+    let params = Tensor::stack(&[gamma, beta], 0)?;
+    let op = PositionNormOp {
+        eps,
+        mask: mask.map(Tensor::contiguous).transpose()?,
+    };
+    Ok(Some(x.contiguous()?.apply_op3(
+        &pos.contiguous()?,
+        &params,
+        op,
+    )?))
+}
+
+const POSITION_NORM: &str = "fused position add + layer norm";
+
+/// The op on `(x, pos, [γ; β])`; the dropout mask is held by the op.
+struct PositionNormOp {
+    eps: f64,
+    mask: Option<Tensor>,
+}
+
+/// The position rows for the token rows `start..start + n` (`n` rows of `c`; the positions
+/// repeat every `pos.len() / c` rows), copied into `out`.
+fn position_rows<F: Elem>(pos: &[F], c: usize, start: usize, out: &mut [F]) {
+    let l = pos.len() / c;
+    for (i, row) in out.chunks_mut(c).enumerate() {
+        let at = (start + i) % l * c;
+        row.copy_from_slice(&pos[at..at + c]);
+    }
+}
+
+impl PositionNormOp {
+    fn forward<F: Elem>(&self, x: &[F], pos: &[F], params: &[F], m: Option<&[F]>) -> Vec<F> {
+        let c = params.len() / 2;
+        let (gamma, beta) = (&params[..c], &params[c..]);
+        let zero = vec![F::zero(); c];
+        let mut out = vec![F::zero(); x.len()];
+        let per = rows_per_task(c) * c;
+        out.par_chunks_mut(per).enumerate().for_each(|(t, ob)| {
+            let at = t * per..t * per + ob.len();
+            let mut p = vec![F::zero(); ob.len()];
+            position_rows(pos, c, t * per / c, &mut p);
+            let pre = Residual {
+                y: &x[at.clone()],
+                b: &zero,
+                m: None,
+            };
+            norm_rows(&p, Some(pre), gamma, beta, self.eps, ob);
+            if let Some(m) = m {
+                for (o, &mv) in ob.iter_mut().zip(&m[at]) {
+                    *o *= mv;
+                }
+            }
+        });
+        out
+    }
+
+    /// `(dx, dpos, d[γ; β])` for the upstream gradient `g`. The position gradient adds
+    /// per-task partial sums in f64, in task order.
+    fn backward<F: Elem>(
+        &self,
+        x: &[F],
+        pos: &[F],
+        params: &[F],
+        m: Option<&[F]>,
+        g: &[F],
+    ) -> (Vec<F>, Vec<F>, Vec<F>) {
+        let c = params.len() / 2;
+        let gamma = &params[..c];
+        let zero = vec![F::zero(); c];
+        let mut dx = vec![F::zero(); x.len()];
+        let per = rows_per_task(c) * c;
+        let parts: Vec<(Vec<f64>, Vec<f64>)> = dx
+            .par_chunks_mut(per)
+            .enumerate()
+            .map(|(t, db)| {
+                let at = t * per..t * per + db.len();
+                let mut p = vec![F::zero(); db.len()];
+                position_rows(pos, c, t * per / c, &mut p);
+                let gm: Vec<F> = match m {
+                    Some(m) => g[at.clone()]
+                        .iter()
+                        .zip(&m[at.clone()])
+                        .map(|(&gv, &mv)| gv * mv)
+                        .collect(),
+                    None => g[at.clone()].to_vec(),
+                };
+                let pre = Residual {
+                    y: &x[at.clone()],
+                    b: &zero,
+                    m: None,
+                };
+                let mut sums = vec![0.0f64; 3 * c];
+                norm_grad_rows(&p, Some(pre), &gm, gamma, self.eps, db, None, &mut sums);
+                let mut dpos = vec![0.0f64; pos.len()];
+                let l = pos.len() / c;
+                for (i, row) in db.chunks(c).enumerate() {
+                    let to = (t * per / c + i) % l * c;
+                    for (acc, &d) in dpos[to..to + c].iter_mut().zip(row) {
+                        *acc += f(d);
+                    }
+                }
+                (dpos, sums)
+            })
+            .collect();
+        let (dpos, sums): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        let dpos = reduce_columns(dpos, pos.len())
+            .into_iter()
+            .map(from)
+            .collect();
+        let sums = reduce_columns(sums, 3 * c);
+        let dparams = sums[c..].iter().map(|&v| from(v)).collect();
+        (dx, dpos, dparams)
+    }
+
+    /// [`forward`](Self::forward) with the mask's data borrowed.
+    fn forward_masked<F: Elem>(&self, x: &[F], pos: &[F], params: &[F]) -> Result<Vec<F>> {
+        match &self.mask {
+            Some(mask) => with_cpu_slice::<F, _>(mask, POSITION_NORM, |m| {
+                Ok(self.forward(x, pos, params, Some(m)))
+            }),
+            None => Ok(self.forward(x, pos, params, None)),
+        }
+    }
+}
+
+impl CustomOp3 for PositionNormOp {
+    fn name(&self) -> &'static str {
+        "mtrec-position-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(p), CpuStorage::F32(q)) => {
+                CpuStorage::F32(self.forward_masked(
+                    contiguous_slice(x, l1, POSITION_NORM)?,
+                    contiguous_slice(p, l2, POSITION_NORM)?,
+                    contiguous_slice(q, l3, POSITION_NORM)?,
+                )?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(p), CpuStorage::F64(q)) => {
+                CpuStorage::F64(self.forward_masked(
+                    contiguous_slice(x, l1, POSITION_NORM)?,
+                    contiguous_slice(p, l2, POSITION_NORM)?,
+                    contiguous_slice(q, l3, POSITION_NORM)?,
+                )?)
+            }
+            _ => bail!("{POSITION_NORM}: f32 or f64 operands of one type only"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        pos: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        type Grads<F> = (Vec<F>, Vec<F>, Vec<F>);
+        fn run<F: Elem>(op: &PositionNormOp, [x, p, q, g]: [&Tensor; 4]) -> Result<Grads<F>> {
+            with_cpu_slice::<F, _>(x, POSITION_NORM, |xs| {
+                with_cpu_slice::<F, _>(p, POSITION_NORM, |ps| {
+                    with_cpu_slice::<F, _>(q, POSITION_NORM, |qs| {
+                        with_cpu_slice::<F, _>(g, POSITION_NORM, |gs| match &op.mask {
+                            Some(mask) => with_cpu_slice::<F, _>(mask, POSITION_NORM, |ms| {
+                                Ok(op.backward(xs, ps, qs, Some(ms), gs))
+                            }),
+                            None => Ok(op.backward(xs, ps, qs, None, gs)),
+                        })
+                    })
+                })
+            })
+        }
+        let t = [x, pos, params, &grad];
+        let (dx, dp, dq) = match x.dtype() {
+            DType::F32 => {
+                let (a, b, c) = run::<f32>(self, t)?;
+                (
+                    Tensor::from_vec(a, x.shape(), x.device())?,
+                    Tensor::from_vec(b, pos.shape(), x.device())?,
+                    Tensor::from_vec(c, params.shape(), x.device())?,
+                )
+            }
+            DType::F64 => {
+                let (a, b, c) = run::<f64>(self, t)?;
+                (
+                    Tensor::from_vec(a, x.shape(), x.device())?,
+                    Tensor::from_vec(b, pos.shape(), x.device())?,
+                    Tensor::from_vec(c, params.shape(), x.device())?,
+                )
+            }
+            dt => bail!("{POSITION_NORM}: no backward for {dt:?}"),
+        };
+        Ok((Some(dx), Some(dp), Some(dq)))
+    }
+}
+
 /// [`bias_act`] composed from candle ops: the path off the CPU and the reference of the tests.
 fn bias_act_composed(
     y: &Tensor,
@@ -1089,5 +1322,71 @@ mod tests {
             assert!(x.iter().zip(z).all(|(p, q)| p.to_bits() == q.to_bits()));
             assert!(x.iter().any(|&p| p != 0.0));
         }
+    }
+
+    #[test]
+    fn position_norm_equals_the_composed_embedding_block() {
+        // LN(x + pos) ⊙ mask against the sum, layer_norm and mask product in a row: same bits
+        // (f32, f64, with and without a mask), gradients of all four operands agree; a
+        // position table of the wrong length takes the composed path (None).
+        for dtype in [DType::F32, DType::F64] {
+            for masked in [false, true] {
+                let x = Var::from_tensor(&t(&[3, 70, 6], 1, dtype)).unwrap();
+                let pos = Var::from_tensor(&t(&[70, 6], 2, dtype)).unwrap();
+                let gamma = Var::from_tensor(&(t(&[6], 4, dtype) + 1.0).unwrap()).unwrap();
+                let beta = Var::from_tensor(&t(&[6], 5, dtype)).unwrap();
+                let m = mask(&[3, 70, 6], dtype);
+                let m = masked.then_some(&m);
+                let w = t(&[3, 70, 6], 6, dtype);
+                let (xt, pt) = (x.as_tensor(), pos.as_tensor());
+                let (gt, bt) = (gamma.as_tensor(), beta.as_tensor());
+                let fused = position_norm(xt, pt, gt, bt, m, 1e-5)
+                    .unwrap()
+                    .expect("fused path");
+                let z = xt.broadcast_add(pt).unwrap();
+                let composed = layer_norm(&z, gt, bt, 1e-5).unwrap().unwrap();
+                let composed = match m {
+                    Some(m) => (composed * m).unwrap(),
+                    None => composed,
+                };
+                assert_eq!(max_abs_diff(&fused, &composed).unwrap(), 0.0, "{dtype:?}");
+                let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                let gc = (composed * &w)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
+                for v in [&x, &pos, &gamma, &beta] {
+                    let d = max_abs_diff(gf.get(v).unwrap(), gc.get(v).unwrap()).unwrap();
+                    assert!(d < tol, "{dtype:?} masked {masked}: {d}");
+                }
+            }
+        }
+        let x = t(&[2, 3, 4], 1, DType::F32);
+        let p = t(&[4], 2, DType::F32);
+        assert!(
+            position_norm(&x, &t(&[2, 4], 3, DType::F32), &p, &p, None, 1e-5)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn position_norm_gradients_match_finite_differences() {
+        let vars = [
+            Var::from_tensor(&t(&[2, 5, 6], 8, DType::F64)).unwrap(),
+            Var::from_tensor(&t(&[5, 6], 9, DType::F64)).unwrap(),
+            Var::from_tensor(&(t(&[6], 11, DType::F64) + 1.0).unwrap()).unwrap(),
+            Var::from_tensor(&t(&[6], 12, DType::F64)).unwrap(),
+        ];
+        let m = mask(&[2, 5, 6], DType::F64);
+        let w = t(&[2, 5, 6], 13, DType::F64);
+        assert_gradients_match(&vars, |v| {
+            let [x, p, g, b] = [0, 1, 2, 3].map(|i| v[i].as_tensor());
+            let out = position_norm(x, p, g, b, Some(&m), 1e-5)?.expect("fused path");
+            (out * &w)?.sum_all()
+        });
     }
 }

@@ -66,6 +66,41 @@ impl LayerNorm {
         }
     }
 
+    /// `dropout(LN(x + pos))` for `x` `[B, L, C]` and position rows `pos` `[L, C]` (added to
+    /// every sample): a transformer's embedding block, dropout with probability `p` when
+    /// `train`. On CPU f32/f64 one fused op with its own backward; elsewhere
+    /// [`PositionalEmbedding::add_to`](crate::PositionalEmbedding::add_to)'s sum,
+    /// [`forward`](Self::forward) and the dropout mask. The mask is drawn after the sum, as
+    /// the composed form draws it.
+    pub fn forward_positions(
+        &self,
+        x: &Tensor,
+        pos: &Tensor,
+        p: f32,
+        train: bool,
+    ) -> Result<Tensor> {
+        let eps = self.eps as f32 as f64;
+        let mask = crate::dropout::mask_like(x, p, train)?;
+        let fused = crate::fused_pointwise::position_norm(
+            x,
+            pos,
+            &self.weight,
+            &self.bias,
+            mask.as_ref(),
+            eps,
+        )?;
+        if let Some(out) = fused {
+            return Ok(out);
+        }
+        let (b, l, c) = x.dims3()?;
+        let rows = crate::dense::expand_rows(&pos.flatten_all()?, b)?.reshape((b, l, c))?;
+        let y = self.forward(&(x + rows)?)?;
+        match mask {
+            Some(m) => y * m,
+            None => Ok(y),
+        }
+    }
+
     /// The op-composed form: `candle_nn::ops::layer_norm_slow`'s arithmetic (eps rounded through
     /// f32 as it does), with the weight and bias applied by `mul_last`/`add_last` so their
     /// gradients are matmuls. The reference of the fused op's tests, and the path off the CPU.
