@@ -61,19 +61,24 @@
 //!
 //! # Cost
 //!
-//! On the CPU the attention core (ELUs, L2 norms, `Knᵀ·V`, `Qn·KV`) is one fused op with its own
-//! backward, and each dense layer's bias, GELU and dropout another (`mtrec_nn`'s
-//! `fused_linear_attention` and [`mtrec_nn::fused_pointwise`]); the f32 GELU evaluates erf with a
-//! vectorisable approximation within 1e-6 of libm's. The padded positions take part in the
-//! attention, so the model cannot skip them as SASRec does.
+//! On the CPU a layer is a handful of graph nodes: one matmul for the query, key and value
+//! projections, the attention core (biases, ELUs, L2 norms, `Knᵀ·V`, `Qn·KV`) as one fused op,
+//! the output projection, then its bias, dropout, residual add and LayerNorm as one op; the
+//! feed-forward likewise (dense, bias + GELU, dense, bias + dropout + residual + LayerNorm); the
+//! embedding block `dropout(LN(tokens + positions))` is one op too (`mtrec_nn`'s
+//! `fused_linear_attention` and [`mtrec_nn::fused_pointwise`]). Fewer nodes matter because
+//! candle's backward pays a zero-filled buffer and an add for every big intermediate tensor. The
+//! f32 GELU evaluates erf with a vectorisable approximation within 1e-6 of libm's. The padded
+//! positions take part in the attention, so the model cannot skip them as SASRec does.
 //!
 //! Only column `len − 1` is read, so the last layer runs its query side (query projection,
 //! output projection, LayerNorms, feed-forward) for that row alone; keys and values still cover
 //! the whole (padded) history. The result is the same as running the full layer (the parity test
-//! covers it). Forward + backward of the default model (d = 128, 8 heads, inner 256, L = 50,
-//! Amazon Electronics vocabulary) with a CTR head at B = 1024 took ≈ 5.5 s in the best runs on the
-//! shared 2-core development machine (2–3× more under load; `examples/bench_linrec.rs`, release):
-//! a GPU model.
+//! covers it). A training step (forward, backward, Adam) of the default model (d = 128, 8 heads,
+//! inner 256, L = 50, Amazon Electronics vocabulary) with a CTR head at B = 1024 takes 1.2–1.4 s
+//! on the shared 2-core development machine at 2 threads, about 1.6x the PyTorch reference's
+//! speed there (`cargo xtask bench --models linrec`; `examples/bench_linrec_parts.rs` times the
+//! fused pieces one by one).
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;

@@ -1,10 +1,14 @@
-//! Two fused CPU ops for the dense layers of the sequence models, each with a hand-written
-//! backward:
+//! Fused CPU ops for the dense layers and LayerNorms of the sequence models, each with a
+//! hand-written backward:
 //!
 //! * [`bias_act`]: `act(y + b) ⊙ mask` over the last dimension, the bias add, activation (identity,
 //!   ReLU, erf-GELU) and dropout mask of a dense layer in one pass forward and one backward, the
 //!   bias gradient a column sum of the same pass;
-//! * `layer_norm` (used by [`crate::LayerNorm`]): LayerNorm with its affine part, `γ ⊙ (x − mean)/sqrt(var + eps) + β`.
+//! * `layer_norm` (used by [`crate::LayerNorm`]): LayerNorm with its affine part, `γ ⊙ (x − mean)/sqrt(var + eps) + β`;
+//! * `add_norm` ([`crate::LayerNorm::forward_residual`]): `LN((y + b) ⊙ mask + r)`, the tail of a
+//!   post-LN transformer sublayer (output bias, dropout, residual add, LayerNorm);
+//! * `position_norm` ([`crate::LayerNorm::forward_positions`]): `LN(x + pos) ⊙ mask`, an embedding
+//!   block (position add, LayerNorm, dropout), the position gradient reduced over the batch.
 //!
 //! Why: candle's backward accumulates every gradient into a zero-filled buffer (`zeros_like` then
 //! `add`), so each node of the graph costs about three passes over its tensor on the way back, and
@@ -12,13 +16,15 @@
 //! tokens) such element-wise passes were about half of the time and the matrix products a quarter.
 //!
 //! The values are those of the composed forms, bit for bit (same arithmetic in the same order:
-//! `y + b`, then candle's GELU formula, then `⊙ mask`; LayerNorm's statistics in f64, one pass
-//! per row each way, then `x̂ ⊙ γ + β` in the tensor's type), except that the f32 GELU
-//! evaluates erf with the vectorisable [`crate::fastmath::erf`] (within 1e-6 of libm's `erff`,
-//! which candle calls per element: the GELU's forward and backward took 4× the time of the
-//! rest of the op). Gradients are equal up to float
+//! `y + b`, then candle's GELU formula, then `⊙ mask`, then `+ r`; the two LayerNorm-ending ops
+//! give the bits of `layer_norm` on the same sum), except that the f32 GELU evaluates erf with
+//! the vectorisable [`crate::fastmath::erf`] (within 1e-6 of libm's `erff`, which candle calls per
+//! element: the GELU's forward and backward took 4× the time of the rest of the op). LayerNorm's
+//! statistics are computed in f64 with eight partial sums, then `x̂ ⊙ γ + β` in the tensor's type
+//! (equal to candle's composed LayerNorm to float rounding). Gradients are equal up to float
 //! summation order (the column sums add per-chunk partial sums in f64, in chunk order, so they do
-//! not depend on the thread count). Other devices and dtypes take the composed path.
+//! not depend on the thread count). The row kernels are compiled for AVX2 too and picked at run
+//! time ([`crate::avx2_dispatch`]; same bits). Other devices and dtypes take the composed path.
 
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 

@@ -21,7 +21,7 @@
 //! | [`ctr`] | DIEN-repo CTR trunk pieces: [`CtrEmbeddings`], the BN quirk [`FeatAffine`] / [`BatchNorm1d`] ([`InputNorm`]), `build_fcn_net` as [`FcnTrunk`] |
 //! | [`rnn`] | DIEN's TF-1.x [`TfGruCell`] and [`AugruCell`], `dynamic_rnn`-style [`run_gru`] / [`run_augru`] |
 //! | [`interaction`] | [`fm_second_order`], pairwise [`inner_products`], [`outer_product_pooled`] |
-//! | [`fused_pointwise`] | fused CPU ops with their own backward: a dense layer's bias + activation + dropout ([`fused_pointwise::bias_act`]), LayerNorm with its affine part |
+//! | [`fused_pointwise`] | fused CPU ops with their own backward: a dense layer's bias + activation + dropout ([`fused_pointwise::bias_act`]), LayerNorm with its affine part, a sublayer's bias + dropout + residual + LayerNorm, an embedding block's positions + LayerNorm + dropout |
 //! | [`fastmath`] | vectorisable f32 `exp` and `erf` for the fused kernels |
 //! | [`dropout`] | seeded, parallel inverted [`dropout::dropout`]; [`seed_dropout`], [`step_seed`] (trainers reseed every step) |
 //! | [`transformer`] | SASRec's [`SoftmaxAttention`] and LinRec's [`LinearAttention`], [`PointwiseFfn`], [`PositionalEmbedding`], [`TokenEmbedding`], masks, [`gather_rows`], the [`heads_for`] rule |
