@@ -513,6 +513,40 @@ impl CustomOp3 for LayerNormOp {
     }
 }
 
+/// `CustomOp3` for a [`MaskedOp3`], named `$name`.
+macro_rules! masked_custom_op3 {
+    ($op:ty, $name:literal) => {
+        impl CustomOp3 for $op {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &CpuStorage,
+                l1: &Layout,
+                s2: &CpuStorage,
+                l2: &Layout,
+                s3: &CpuStorage,
+                l3: &Layout,
+            ) -> Result<(CpuStorage, Shape)> {
+                masked_cpu_fwd(self, [(s1, l1), (s2, l2), (s3, l3)])
+            }
+
+            fn bwd(
+                &self,
+                a: &Tensor,
+                b: &Tensor,
+                c: &Tensor,
+                _res: &Tensor,
+                grad: &Tensor,
+            ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+                masked_bwd(self, [a, b, c], grad)
+            }
+        }
+    };
+}
+
 // ------------------------------------------------------------------ residual + LayerNorm
 
 /// `LN((y + b) ⊙ mask + r)` over the last dimension, LN with its affine part (`γ`, `β`): a
@@ -673,7 +707,7 @@ crate::avx2_dispatch!(fn norm_grad_rows, norm_grad_rows_avx2 => norm_grad_rows_i
     dx: &mut [F], dy: Option<&mut [F]>, sums: &mut [f64]));
 
 impl AddNormOp {
-    fn forward<F: Elem>(&self, y: &[F], r: &[F], params: &[F], m: Option<&[F]>) -> Vec<F> {
+    fn run_forward<F: Elem>(&self, y: &[F], r: &[F], params: &[F], m: Option<&[F]>) -> Vec<F> {
         let c = params.len() / 3;
         let (b, gamma, beta) = (&params[..c], &params[c..2 * c], &params[2 * c..]);
         let mut out = vec![F::zero(); y.len()];
@@ -692,7 +726,7 @@ impl AddNormOp {
 
     /// `(dy, dr, d[b; γ; β])` for the upstream gradient `g`; `dy` is `None` without a mask
     /// (it equals `dr` then).
-    fn backward<F: Elem>(
+    fn run_backward<F: Elem>(
         &self,
         y: &[F],
         r: &[F],
@@ -732,97 +766,25 @@ impl AddNormOp {
         let dparams = reduce_columns(parts, 3 * c).into_iter().map(from).collect();
         (m.is_some().then_some(dy), dr, dparams)
     }
+}
 
-    /// [`forward`](Self::forward) with the mask's data borrowed.
-    fn forward_masked<F: Elem>(&self, y: &[F], r: &[F], params: &[F]) -> Result<Vec<F>> {
-        match &self.mask {
-            Some(mask) => {
-                with_cpu_slice::<F, _>(mask, ADD_NORM, |m| Ok(self.forward(y, r, params, Some(m))))
-            }
-            None => Ok(self.forward(y, r, params, None)),
-        }
+impl MaskedOp3 for AddNormOp {
+    const NAME: &'static str = ADD_NORM;
+
+    fn mask(&self) -> Option<&Tensor> {
+        self.mask.as_ref()
+    }
+
+    fn forward<F: Elem>(&self, [y, r, params]: [&[F]; 3], m: Option<&[F]>) -> Vec<F> {
+        self.run_forward(y, r, params, m)
+    }
+
+    fn backward<F: Elem>(&self, [y, r, params]: [&[F]; 3], m: Option<&[F]>, g: &[F]) -> Grads3<F> {
+        self.run_backward(y, r, params, m, g)
     }
 }
 
-impl CustomOp3 for AddNormOp {
-    fn name(&self) -> &'static str {
-        "mtrec-add-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(y), CpuStorage::F32(r), CpuStorage::F32(p)) => {
-                CpuStorage::F32(self.forward_masked(
-                    contiguous_slice(y, l1, ADD_NORM)?,
-                    contiguous_slice(r, l2, ADD_NORM)?,
-                    contiguous_slice(p, l3, ADD_NORM)?,
-                )?)
-            }
-            (CpuStorage::F64(y), CpuStorage::F64(r), CpuStorage::F64(p)) => {
-                CpuStorage::F64(self.forward_masked(
-                    contiguous_slice(y, l1, ADD_NORM)?,
-                    contiguous_slice(r, l2, ADD_NORM)?,
-                    contiguous_slice(p, l3, ADD_NORM)?,
-                )?)
-            }
-            _ => bail!("{ADD_NORM}: f32 or f64 operands of one type only"),
-        };
-        Ok((out, l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        y: &Tensor,
-        r: &Tensor,
-        params: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        type Grads<F> = (Option<Vec<F>>, Vec<F>, Vec<F>);
-        fn run<F: Elem>(op: &AddNormOp, [y, r, p, g]: [&Tensor; 4]) -> Result<Grads<F>> {
-            with_cpu_slice::<F, _>(y, ADD_NORM, |ys| {
-                with_cpu_slice::<F, _>(r, ADD_NORM, |rs| {
-                    with_cpu_slice::<F, _>(p, ADD_NORM, |ps| {
-                        with_cpu_slice::<F, _>(g, ADD_NORM, |gs| match &op.mask {
-                            Some(mask) => with_cpu_slice::<F, _>(mask, ADD_NORM, |ms| {
-                                Ok(op.backward(ys, rs, ps, Some(ms), gs))
-                            }),
-                            None => Ok(op.backward(ys, rs, ps, None, gs)),
-                        })
-                    })
-                })
-            })
-        }
-        fn wrap<F: Elem>(
-            (dy, dr, dp): Grads<F>,
-            y: &Tensor,
-            params: &Tensor,
-        ) -> Result<(Tensor, Tensor, Tensor)> {
-            let dr = Tensor::from_vec(dr, y.shape(), y.device())?;
-            let dy = match dy {
-                Some(dy) => Tensor::from_vec(dy, y.shape(), y.device())?,
-                None => dr.clone(),
-            };
-            Ok((dy, dr, Tensor::from_vec(dp, params.shape(), y.device())?))
-        }
-        let t = [y, r, params, &grad];
-        let (dy, dr, dp) = match y.dtype() {
-            DType::F32 => wrap(run::<f32>(self, t)?, y, params)?,
-            DType::F64 => wrap(run::<f64>(self, t)?, y, params)?,
-            dt => bail!("{ADD_NORM}: no backward for {dt:?}"),
-        };
-        Ok((Some(dy), Some(dr), Some(dp)))
-    }
-}
+masked_custom_op3!(AddNormOp, "mtrec-add-norm");
 
 // ------------------------------------------------------------------ positions + LayerNorm
 
@@ -881,7 +843,7 @@ fn position_rows<F: Elem>(pos: &[F], c: usize, start: usize, out: &mut [F]) {
 }
 
 impl PositionNormOp {
-    fn forward<F: Elem>(&self, x: &[F], pos: &[F], params: &[F], m: Option<&[F]>) -> Vec<F> {
+    fn run_forward<F: Elem>(&self, x: &[F], pos: &[F], params: &[F], m: Option<&[F]>) -> Vec<F> {
         let c = params.len() / 2;
         let (gamma, beta) = (&params[..c], &params[c..]);
         let zero = vec![F::zero(); c];
@@ -908,7 +870,7 @@ impl PositionNormOp {
 
     /// `(dx, dpos, d[γ; β])` for the upstream gradient `g`. The position gradient adds
     /// per-task partial sums in f64, in task order.
-    fn backward<F: Elem>(
+    fn run_backward<F: Elem>(
         &self,
         x: &[F],
         pos: &[F],
@@ -963,98 +925,123 @@ impl PositionNormOp {
         let dparams = sums[c..].iter().map(|&v| from(v)).collect();
         (dx, dpos, dparams)
     }
+}
 
-    /// [`forward`](Self::forward) with the mask's data borrowed.
-    fn forward_masked<F: Elem>(&self, x: &[F], pos: &[F], params: &[F]) -> Result<Vec<F>> {
-        match &self.mask {
-            Some(mask) => with_cpu_slice::<F, _>(mask, POSITION_NORM, |m| {
-                Ok(self.forward(x, pos, params, Some(m)))
-            }),
-            None => Ok(self.forward(x, pos, params, None)),
-        }
+impl MaskedOp3 for PositionNormOp {
+    const NAME: &'static str = POSITION_NORM;
+
+    fn mask(&self) -> Option<&Tensor> {
+        self.mask.as_ref()
+    }
+
+    fn forward<F: Elem>(&self, [x, pos, params]: [&[F]; 3], m: Option<&[F]>) -> Vec<F> {
+        self.run_forward(x, pos, params, m)
+    }
+
+    fn backward<F: Elem>(
+        &self,
+        [x, pos, params]: [&[F]; 3],
+        m: Option<&[F]>,
+        g: &[F],
+    ) -> Grads3<F> {
+        let (dx, dpos, dparams) = self.run_backward(x, pos, params, m, g);
+        (Some(dx), dpos, dparams)
     }
 }
 
-impl CustomOp3 for PositionNormOp {
-    fn name(&self) -> &'static str {
-        "mtrec-position-norm"
-    }
+masked_custom_op3!(PositionNormOp, "mtrec-position-norm");
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(p), CpuStorage::F32(q)) => {
-                CpuStorage::F32(self.forward_masked(
-                    contiguous_slice(x, l1, POSITION_NORM)?,
-                    contiguous_slice(p, l2, POSITION_NORM)?,
-                    contiguous_slice(q, l3, POSITION_NORM)?,
-                )?)
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(p), CpuStorage::F64(q)) => {
-                CpuStorage::F64(self.forward_masked(
-                    contiguous_slice(x, l1, POSITION_NORM)?,
-                    contiguous_slice(p, l2, POSITION_NORM)?,
-                    contiguous_slice(q, l3, POSITION_NORM)?,
-                )?)
-            }
-            _ => bail!("{POSITION_NORM}: f32 or f64 operands of one type only"),
-        };
-        Ok((out, l1.shape().clone()))
-    }
+// ------------------------------------------------------------------ shared plumbing
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        pos: &Tensor,
-        params: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        type Grads<F> = (Vec<F>, Vec<F>, Vec<F>);
-        fn run<F: Elem>(op: &PositionNormOp, [x, p, q, g]: [&Tensor; 4]) -> Result<Grads<F>> {
-            with_cpu_slice::<F, _>(x, POSITION_NORM, |xs| {
-                with_cpu_slice::<F, _>(p, POSITION_NORM, |ps| {
-                    with_cpu_slice::<F, _>(q, POSITION_NORM, |qs| {
-                        with_cpu_slice::<F, _>(g, POSITION_NORM, |gs| match &op.mask {
-                            Some(mask) => with_cpu_slice::<F, _>(mask, POSITION_NORM, |ms| {
-                                Ok(op.backward(xs, ps, qs, Some(ms), gs))
-                            }),
-                            None => Ok(op.backward(xs, ps, qs, None, gs)),
-                        })
+/// The gradients of a [`MaskedOp3`]'s three operands; `None` for the first means "equal to the
+/// second" (one buffer, handed to candle twice).
+type Grads3<F> = (Option<Vec<F>>, Vec<F>, Vec<F>);
+
+/// A fused op on three same-typed operands and a dropout mask held by the op (it needs no
+/// gradient), whose output has the first operand's shape: the residual and position
+/// LayerNorms. [`masked_cpu_fwd`] and [`masked_bwd`] are its candle plumbing.
+trait MaskedOp3 {
+    /// The op's name in errors.
+    const NAME: &'static str;
+    fn mask(&self) -> Option<&Tensor>;
+    fn forward<F: Elem>(&self, operands: [&[F]; 3], m: Option<&[F]>) -> Vec<F>;
+    fn backward<F: Elem>(&self, operands: [&[F]; 3], m: Option<&[F]>, g: &[F]) -> Grads3<F>;
+}
+
+/// `f` with the op's mask data borrowed (or `None`).
+fn with_mask<K: MaskedOp3, F: Elem, R>(
+    op: &K,
+    f: impl FnOnce(Option<&[F]>) -> Result<R>,
+) -> Result<R> {
+    match op.mask() {
+        Some(mask) => with_cpu_slice::<F, _>(mask, K::NAME, |m| f(Some(m))),
+        None => f(None),
+    }
+}
+
+/// `CustomOp3::cpu_fwd` of a [`MaskedOp3`].
+fn masked_cpu_fwd<K: MaskedOp3>(
+    op: &K,
+    [(s1, l1), (s2, l2), (s3, l3)]: [(&CpuStorage, &Layout); 3],
+) -> Result<(CpuStorage, Shape)> {
+    let name = K::NAME;
+    let out = match (s1, s2, s3) {
+        (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+            let t = [
+                contiguous_slice(a, l1, name)?,
+                contiguous_slice(b, l2, name)?,
+                contiguous_slice(c, l3, name)?,
+            ];
+            CpuStorage::F32(with_mask(op, |m| Ok(op.forward(t, m)))?)
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+            let t = [
+                contiguous_slice(a, l1, name)?,
+                contiguous_slice(b, l2, name)?,
+                contiguous_slice(c, l3, name)?,
+            ];
+            CpuStorage::F64(with_mask(op, |m| Ok(op.forward(t, m)))?)
+        }
+        _ => bail!("{name}: f32 or f64 operands of one type only"),
+    };
+    Ok((out, l1.shape().clone()))
+}
+
+/// `CustomOp3::bwd` of a [`MaskedOp3`].
+fn masked_bwd<K: MaskedOp3>(
+    op: &K,
+    [a, b, c]: [&Tensor; 3],
+    grad: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let grad = grad.contiguous()?;
+    fn run<K: MaskedOp3, F: Elem>(
+        op: &K,
+        [a, b, c, g]: [&Tensor; 4],
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (da, db, dc) = with_cpu_slice::<F, _>(a, K::NAME, |sa| {
+            with_cpu_slice::<F, _>(b, K::NAME, |sb| {
+                with_cpu_slice::<F, _>(c, K::NAME, |sc| {
+                    with_cpu_slice::<F, _>(g, K::NAME, |sg| {
+                        with_mask(op, |m| Ok(op.backward([sa, sb, sc], m, sg)))
                     })
                 })
             })
-        }
-        let t = [x, pos, params, &grad];
-        let (dx, dp, dq) = match x.dtype() {
-            DType::F32 => {
-                let (a, b, c) = run::<f32>(self, t)?;
-                (
-                    Tensor::from_vec(a, x.shape(), x.device())?,
-                    Tensor::from_vec(b, pos.shape(), x.device())?,
-                    Tensor::from_vec(c, params.shape(), x.device())?,
-                )
-            }
-            DType::F64 => {
-                let (a, b, c) = run::<f64>(self, t)?;
-                (
-                    Tensor::from_vec(a, x.shape(), x.device())?,
-                    Tensor::from_vec(b, pos.shape(), x.device())?,
-                    Tensor::from_vec(c, params.shape(), x.device())?,
-                )
-            }
-            dt => bail!("{POSITION_NORM}: no backward for {dt:?}"),
+        })?;
+        let dev = a.device();
+        let db = Tensor::from_vec(db, b.shape(), dev)?;
+        let da = match da {
+            Some(da) => Tensor::from_vec(da, a.shape(), dev)?,
+            None => db.clone(),
         };
-        Ok((Some(dx), Some(dp), Some(dq)))
+        Ok((da, db, Tensor::from_vec(dc, c.shape(), dev)?))
     }
+    let t = [a, b, c, &grad];
+    let (da, db, dc) = match a.dtype() {
+        DType::F32 => run::<K, f32>(op, t)?,
+        DType::F64 => run::<K, f64>(op, t)?,
+        dt => bail!("{}: no backward for {dt:?}", K::NAME),
+    };
+    Ok((Some(da), Some(db), Some(dc)))
 }
 
 /// [`bias_act`] composed from candle ops: the path off the CPU and the reference of the tests.
