@@ -1,9 +1,8 @@
-//! Plumbing shared by the candle custom ops with CPU kernels (the fused GRU here, SIGMA's scan and
-//! convolution): whether an operand can take the CPU path, and its data as a slice.
+//! Plumbing shared by the candle custom ops with CPU kernels (the fused GRU, linear attention and
+//! pointwise ops here, SIGMA's scan and convolution): whether an operand can take the CPU path,
+//! operands' data as slices, and the AVX2 build of a kernel ([`avx2_dispatch`](crate::avx2_dispatch)).
 
-use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
-
-use crate::fastmath::Elem;
+use candle_core::{bail, DType, Layout, Result, Storage, Tensor, WithDType};
 
 /// Whether a fused CPU kernel can run on `t`: a CPU tensor of f32 or f64.
 pub fn fused_ok(t: &Tensor) -> bool {
@@ -18,53 +17,26 @@ pub fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Resu
     }
 }
 
-/// Borrows the contiguous CPU data of `t` as `&[T]` and runs `f` on it (for a backward pass);
-/// `op` names the op in the errors.
-pub fn with_cpu_slice<T: WithDType, R>(
-    t: &Tensor,
+/// Borrows the contiguous CPU data of each of `ts` as `&[T]` and runs `f` on them (for a
+/// backward pass); `op` names the op in the errors. The storages are read-locked in order, so
+/// the tensors must not share a storage (a second read lock of one storage can deadlock).
+pub fn with_cpu_slices<T: WithDType, R, const N: usize>(
+    ts: [&Tensor; N],
     op: &str,
-    f: impl FnOnce(&[T]) -> Result<R>,
+    f: impl FnOnce([&[T]; N]) -> Result<R>,
 ) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        bail!("{op}: the fused backward runs on CPU tensors only");
-    };
-    f(contiguous_slice(cpu.as_slice::<T>()?, layout, op)?)
-}
-
-/// A CPU kernel of three same-typed operands that returns a tensor of the first one's shape.
-pub(crate) trait Kernel3 {
-    /// The kernel on the operands' contiguous data.
-    fn apply<F: Elem>(&self, a: &[F], b: &[F], c: &[F]) -> Vec<F>;
-}
-
-/// `CustomOp3::cpu_fwd` for a [`Kernel3`]: dispatches on f32/f64 and takes the contiguous slices;
-/// `op` names the op in the errors.
-pub(crate) fn cpu_fwd3<K: Kernel3>(
-    kernel: &K,
-    op: &str,
-    (s1, l1): (&CpuStorage, &Layout),
-    (s2, l2): (&CpuStorage, &Layout),
-    (s3, l3): (&CpuStorage, &Layout),
-) -> Result<(CpuStorage, Shape)> {
-    let out = match (s1, s2, s3) {
-        (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
-            CpuStorage::F32(kernel.apply(
-                contiguous_slice(a, l1, op)?,
-                contiguous_slice(b, l2, op)?,
-                contiguous_slice(c, l3, op)?,
-            ))
-        }
-        (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
-            CpuStorage::F64(kernel.apply(
-                contiguous_slice(a, l1, op)?,
-                contiguous_slice(b, l2, op)?,
-                contiguous_slice(c, l3, op)?,
-            ))
-        }
-        _ => bail!("{op}: f32 or f64 operands of one type only"),
-    };
-    Ok((out, l1.shape().clone()))
+    let held: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(N);
+    for (storage, layout) in &held {
+        let Storage::Cpu(cpu) = &**storage else {
+            bail!("{op}: the fused backward runs on CPU tensors only");
+        };
+        slices.push(contiguous_slice(cpu.as_slice::<T>()?, layout, op)?);
+    }
+    match <[&[T]; N]>::try_from(slices) {
+        Ok(slices) => f(slices),
+        Err(_) => bail!("{op}: {N} operands expected"),
+    }
 }
 
 /// Defines `$name`, which runs `$imp` compiled for AVX2 where the CPU has it (std checks once and

@@ -32,7 +32,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use num_traits::Float;
 use rayon::prelude::*;
 
-use crate::custom_op::{contiguous_slice, with_cpu_slice};
+use crate::custom_op::{contiguous_slice, with_cpu_slices};
 
 /// Samples per parallel task (fixed, so that the weight-gradient sum has a fixed order).
 const CHUNK: usize = 16;
@@ -342,18 +342,12 @@ impl GruSequenceOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let (dx, dw, da) = with_cpu_slice::<F, _>(x, OP, |x_| {
-            with_cpu_slice::<F, _>(w, OP, |w_| {
-                with_cpu_slice::<F, _>(a, OP, |a_| {
-                    with_cpu_slice::<F, _>(&grad, OP, |g_| {
-                        self.check(x_.len(), w_.len(), a_.len())?;
-                        if g_.len() != self.out_shape().elem_count() {
-                            bail!("fused GRU: gradient of {} values", g_.len());
-                        }
-                        Ok(backward(x_, w_, a_, &self.keep, g_, self.dims))
-                    })
-                })
-            })
+        let (dx, dw, da) = with_cpu_slices::<F, _, 4>([x, w, a, &grad], OP, |[x_, w_, a_, g_]| {
+            self.check(x_.len(), w_.len(), a_.len())?;
+            if g_.len() != self.out_shape().elem_count() {
+                bail!("fused GRU: gradient of {} values", g_.len());
+            }
+            Ok(backward(x_, w_, a_, &self.keep, g_, self.dims))
         })?;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),

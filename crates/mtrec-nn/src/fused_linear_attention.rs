@@ -33,7 +33,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use crate::custom_op::{contiguous_slice, with_cpu_slice};
+use crate::custom_op::{contiguous_slice, with_cpu_slices};
 use crate::fastmath::Elem;
 
 #[inline(always)]
@@ -617,12 +617,8 @@ impl CustomOp2 for LinearAttentionOp {
             dims: Dims,
         ) -> Result<(Tensor, Tensor)> {
             let p = Packing::self_attention(dims.d);
-            let (dqkv, _, db) = with_cpu_slice::<F, _>(qkv, OP, |qs| {
-                with_cpu_slice::<F, _>(bias, OP, |bs| {
-                    with_cpu_slice::<F, _>(g, OP, |gs| {
-                        Ok(op.backward(qs, qs, bs, gs, p, dims, true))
-                    })
-                })
+            let (dqkv, _, db) = with_cpu_slices::<F, _, 3>([qkv, bias, g], OP, |[qs, bs, gs]| {
+                Ok(op.backward(qs, qs, bs, gs, p, dims, true))
             })?;
             Ok((
                 Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?,
@@ -695,15 +691,10 @@ impl CustomOp3 for LinearAttentionOp {
             dims: Dims,
         ) -> Result<(Tensor, Tensor, Tensor)> {
             let p = Packing::queries(dims.d);
-            let (dq, dkv, db) = with_cpu_slice::<F, _>(q, OP, |qs| {
-                with_cpu_slice::<F, _>(kv, OP, |kvs| {
-                    with_cpu_slice::<F, _>(bias, OP, |bs| {
-                        with_cpu_slice::<F, _>(g, OP, |gs| {
-                            Ok(op.backward(qs, kvs, bs, gs, p, dims, false))
-                        })
-                    })
-                })
-            })?;
+            let (dq, dkv, db) =
+                with_cpu_slices::<F, _, 4>([q, kv, bias, g], OP, |[qs, kvs, bs, gs]| {
+                    Ok(op.backward(qs, kvs, bs, gs, p, dims, false))
+                })?;
             Ok((
                 Tensor::from_vec(dq, q.shape(), q.device())?,
                 Tensor::from_vec(dkv, kv.shape(), kv.device())?,

@@ -32,8 +32,42 @@ use crate::fastmath::Elem;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use crate::custom_op::{contiguous_slice, cpu_fwd3, fused_ok, with_cpu_slice, Kernel3};
+use crate::custom_op::{contiguous_slice, fused_ok, with_cpu_slices};
 use crate::dense::add_last;
+
+/// `CustomOp3` for a [`FusedOp3`], named `$name`.
+macro_rules! fused_custom_op3 {
+    ($op:ty, $name:literal) => {
+        impl CustomOp3 for $op {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &CpuStorage,
+                l1: &Layout,
+                s2: &CpuStorage,
+                l2: &Layout,
+                s3: &CpuStorage,
+                l3: &Layout,
+            ) -> Result<(CpuStorage, Shape)> {
+                fused_cpu_fwd(self, [(s1, l1), (s2, l2), (s3, l3)])
+            }
+
+            fn bwd(
+                &self,
+                a: &Tensor,
+                b: &Tensor,
+                c: &Tensor,
+                _res: &Tensor,
+                grad: &Tensor,
+            ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+                fused_bwd(self, [a, b, c], grad)
+            }
+        }
+    };
+}
 
 /// The activation of [`bias_act`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +145,7 @@ struct BiasActOp {
 }
 
 impl BiasActOp {
-    fn forward<F: Elem>(&self, y: &[F], b: &[F], m: &[F]) -> Vec<F> {
+    fn run_forward<F: Elem>(&self, y: &[F], b: &[F], m: &[F]) -> Vec<F> {
         let c = b.len();
         let mut out = vec![F::zero(); y.len()];
         let per = rows_per_task(c) * c;
@@ -125,7 +159,7 @@ impl BiasActOp {
     }
 
     /// `(dy, db)` for the upstream gradient `g`.
-    fn backward<F: Elem>(&self, y: &[F], b: &[F], m: &[F], g: &[F]) -> (Vec<F>, Vec<F>) {
+    fn run_backward<F: Elem>(&self, y: &[F], b: &[F], m: &[F], g: &[F]) -> (Vec<F>, Vec<F>) {
         let c = b.len();
         let mut dy = vec![F::zero(); y.len()];
         let per = rows_per_task(c) * c;
@@ -224,65 +258,20 @@ crate::avx2_dispatch!(fn bias_act_grad_rows, bias_act_grad_rows_avx2 => bias_act
     <F: Elem>(act: PointwiseAct, y: &[F], b: &[F], m: Option<&[F]>, g: &[F], dy: &mut [F],
     col: &mut [f64]));
 
-impl Kernel3 for BiasActOp {
-    fn apply<F: Elem>(&self, y: &[F], b: &[F], m: &[F]) -> Vec<F> {
-        self.forward(y, b, m)
+impl FusedOp3 for BiasActOp {
+    const NAME: &'static str = BIAS_ACT;
+
+    fn forward<F: Elem>(&self, [y, b, m]: [&[F]; 3], _: Option<&[F]>) -> Vec<F> {
+        self.run_forward(y, b, m)
+    }
+
+    fn backward<F: Elem>(&self, [y, b, m]: [&[F]; 3], _: Option<&[F]>, g: &[F]) -> Grads3<F> {
+        let (dy, db) = self.run_backward(y, b, m, g);
+        (Some(dy), db, None)
     }
 }
 
-impl CustomOp3 for BiasActOp {
-    fn name(&self) -> &'static str {
-        "mtrec-bias-act"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_fwd3(self, BIAS_ACT, (s1, l1), (s2, l2), (s3, l3))
-    }
-
-    fn bwd(
-        &self,
-        y: &Tensor,
-        b: &Tensor,
-        m: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        fn run<F: Elem>(
-            op: &BiasActOp,
-            y: &Tensor,
-            b: &Tensor,
-            m: &Tensor,
-            g: &Tensor,
-        ) -> Result<(Tensor, Tensor)> {
-            let (dy, db) = with_cpu_slice::<F, _>(y, BIAS_ACT, |ys| {
-                with_cpu_slice::<F, _>(b, BIAS_ACT, |bs| {
-                    with_cpu_slice::<F, _>(m, BIAS_ACT, |ms| {
-                        with_cpu_slice::<F, _>(g, BIAS_ACT, |gs| Ok(op.backward(ys, bs, ms, gs)))
-                    })
-                })
-            })?;
-            Ok((
-                Tensor::from_vec(dy, y.shape(), y.device())?,
-                Tensor::from_vec(db, b.shape(), b.device())?,
-            ))
-        }
-        let (dy, db) = match y.dtype() {
-            DType::F32 => run::<f32>(self, y, b, m, &grad)?,
-            DType::F64 => run::<f64>(self, y, b, m, &grad)?,
-            dt => bail!("{BIAS_ACT}: no backward for {dt:?}"),
-        };
-        Ok((Some(dy), Some(db), None))
-    }
-}
+fused_custom_op3!(BiasActOp, "mtrec-bias-act");
 
 // ------------------------------------------------------------------ LayerNorm with affine
 
@@ -423,7 +412,7 @@ fn ln_row_forward<F: Elem>(
 }
 
 impl LayerNormOp {
-    fn forward<F: Elem>(&self, x: &[F], gamma: &[F], beta: &[F]) -> Vec<F> {
+    fn run_forward<F: Elem>(&self, x: &[F], gamma: &[F], beta: &[F]) -> Vec<F> {
         let c = gamma.len();
         let mut y = vec![F::zero(); x.len()];
         let per = rows_per_task(c) * c;
@@ -434,7 +423,7 @@ impl LayerNormOp {
     }
 
     /// `(dx, dγ, dβ)` for the upstream gradient `g`.
-    fn backward<F: Elem>(&self, x: &[F], gamma: &[F], g: &[F]) -> (Vec<F>, Vec<F>, Vec<F>) {
+    fn run_backward<F: Elem>(&self, x: &[F], gamma: &[F], g: &[F]) -> (Vec<F>, Vec<F>, Vec<F>) {
         let c = gamma.len();
         let mut dx = vec![F::zero(); x.len()];
         let per = rows_per_task(c) * c;
@@ -454,98 +443,20 @@ impl LayerNormOp {
     }
 }
 
-impl Kernel3 for LayerNormOp {
-    fn apply<F: Elem>(&self, x: &[F], gamma: &[F], beta: &[F]) -> Vec<F> {
-        self.forward(x, gamma, beta)
+impl FusedOp3 for LayerNormOp {
+    const NAME: &'static str = LAYER_NORM;
+
+    fn forward<F: Elem>(&self, [x, gamma, beta]: [&[F]; 3], _: Option<&[F]>) -> Vec<F> {
+        self.run_forward(x, gamma, beta)
+    }
+
+    fn backward<F: Elem>(&self, [x, gamma, _]: [&[F]; 3], _: Option<&[F]>, g: &[F]) -> Grads3<F> {
+        let (dx, dgamma, dbeta) = self.run_backward(x, gamma, g);
+        (Some(dx), dgamma, Some(dbeta))
     }
 }
 
-impl CustomOp3 for LayerNormOp {
-    fn name(&self) -> &'static str {
-        "mtrec-layer-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_fwd3(self, LAYER_NORM, (s1, l1), (s2, l2), (s3, l3))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        _beta: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        fn run<F: Elem>(
-            op: &LayerNormOp,
-            x: &Tensor,
-            gamma: &Tensor,
-            g: &Tensor,
-        ) -> Result<(Tensor, Tensor, Tensor)> {
-            let (dx, dg, db) = with_cpu_slice::<F, _>(x, LAYER_NORM, |xs| {
-                with_cpu_slice::<F, _>(gamma, LAYER_NORM, |gms| {
-                    with_cpu_slice::<F, _>(g, LAYER_NORM, |gs| Ok(op.backward(xs, gms, gs)))
-                })
-            })?;
-            let dev = x.device();
-            Ok((
-                Tensor::from_vec(dx, x.shape(), dev)?,
-                Tensor::from_vec(dg, gamma.shape(), dev)?,
-                Tensor::from_vec(db, gamma.shape(), dev)?,
-            ))
-        }
-        let (dx, dg, db) = match x.dtype() {
-            DType::F32 => run::<f32>(self, x, gamma, &grad)?,
-            DType::F64 => run::<f64>(self, x, gamma, &grad)?,
-            dt => bail!("{LAYER_NORM}: no backward for {dt:?}"),
-        };
-        Ok((Some(dx), Some(dg), Some(db)))
-    }
-}
-
-/// `CustomOp3` for a [`MaskedOp3`], named `$name`.
-macro_rules! masked_custom_op3 {
-    ($op:ty, $name:literal) => {
-        impl CustomOp3 for $op {
-            fn name(&self) -> &'static str {
-                $name
-            }
-
-            fn cpu_fwd(
-                &self,
-                s1: &CpuStorage,
-                l1: &Layout,
-                s2: &CpuStorage,
-                l2: &Layout,
-                s3: &CpuStorage,
-                l3: &Layout,
-            ) -> Result<(CpuStorage, Shape)> {
-                masked_cpu_fwd(self, [(s1, l1), (s2, l2), (s3, l3)])
-            }
-
-            fn bwd(
-                &self,
-                a: &Tensor,
-                b: &Tensor,
-                c: &Tensor,
-                _res: &Tensor,
-                grad: &Tensor,
-            ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-                masked_bwd(self, [a, b, c], grad)
-            }
-        }
-    };
-}
+fused_custom_op3!(LayerNormOp, "mtrec-layer-norm");
 
 // ------------------------------------------------------------------ residual + LayerNorm
 
@@ -768,7 +679,7 @@ impl AddNormOp {
     }
 }
 
-impl MaskedOp3 for AddNormOp {
+impl FusedOp3 for AddNormOp {
     const NAME: &'static str = ADD_NORM;
 
     fn mask(&self) -> Option<&Tensor> {
@@ -780,11 +691,12 @@ impl MaskedOp3 for AddNormOp {
     }
 
     fn backward<F: Elem>(&self, [y, r, params]: [&[F]; 3], m: Option<&[F]>, g: &[F]) -> Grads3<F> {
-        self.run_backward(y, r, params, m, g)
+        let (dy, dr, dparams) = self.run_backward(y, r, params, m, g);
+        (dy, dr, Some(dparams))
     }
 }
 
-masked_custom_op3!(AddNormOp, "mtrec-add-norm");
+fused_custom_op3!(AddNormOp, "mtrec-add-norm");
 
 // ------------------------------------------------------------------ positions + LayerNorm
 
@@ -927,7 +839,7 @@ impl PositionNormOp {
     }
 }
 
-impl MaskedOp3 for PositionNormOp {
+impl FusedOp3 for PositionNormOp {
     const NAME: &'static str = POSITION_NORM;
 
     fn mask(&self) -> Option<&Tensor> {
@@ -945,42 +857,45 @@ impl MaskedOp3 for PositionNormOp {
         g: &[F],
     ) -> Grads3<F> {
         let (dx, dpos, dparams) = self.run_backward(x, pos, params, m, g);
-        (Some(dx), dpos, dparams)
+        (Some(dx), dpos, Some(dparams))
     }
 }
 
-masked_custom_op3!(PositionNormOp, "mtrec-position-norm");
+fused_custom_op3!(PositionNormOp, "mtrec-position-norm");
 
 // ------------------------------------------------------------------ shared plumbing
 
-/// The gradients of a [`MaskedOp3`]'s three operands; `None` for the first means "equal to the
-/// second" (one buffer, handed to candle twice).
-type Grads3<F> = (Option<Vec<F>>, Vec<F>, Vec<F>);
+/// The gradients of a [`FusedOp3`]'s three operands: `None` for the first means "equal to the
+/// second" (one buffer, handed to candle twice), `None` for the third "no gradient".
+type Grads3<F> = (Option<Vec<F>>, Vec<F>, Option<Vec<F>>);
 
-/// A fused op on three same-typed operands and a dropout mask held by the op (it needs no
-/// gradient), whose output has the first operand's shape: the residual and position
-/// LayerNorms. [`masked_cpu_fwd`] and [`masked_bwd`] are its candle plumbing.
-trait MaskedOp3 {
+/// A fused op of this module on three same-typed operands, and possibly a dropout mask held by
+/// the op (it needs no gradient), whose output has the first operand's shape.
+/// [`fused_cpu_fwd`] and [`fused_bwd`] are its candle plumbing.
+trait FusedOp3 {
     /// The op's name in errors.
     const NAME: &'static str;
-    fn mask(&self) -> Option<&Tensor>;
+    /// The mask the op holds, if any.
+    fn mask(&self) -> Option<&Tensor> {
+        None
+    }
     fn forward<F: Elem>(&self, operands: [&[F]; 3], m: Option<&[F]>) -> Vec<F>;
     fn backward<F: Elem>(&self, operands: [&[F]; 3], m: Option<&[F]>, g: &[F]) -> Grads3<F>;
 }
 
 /// `f` with the op's mask data borrowed (or `None`).
-fn with_mask<K: MaskedOp3, F: Elem, R>(
+fn with_mask<K: FusedOp3, F: Elem, R>(
     op: &K,
     f: impl FnOnce(Option<&[F]>) -> Result<R>,
 ) -> Result<R> {
     match op.mask() {
-        Some(mask) => with_cpu_slice::<F, _>(mask, K::NAME, |m| f(Some(m))),
+        Some(mask) => with_cpu_slices::<F, _, 1>([mask], K::NAME, |[m]| f(Some(m))),
         None => f(None),
     }
 }
 
-/// `CustomOp3::cpu_fwd` of a [`MaskedOp3`].
-fn masked_cpu_fwd<K: MaskedOp3>(
+/// `CustomOp3::cpu_fwd` of a [`FusedOp3`].
+fn fused_cpu_fwd<K: FusedOp3>(
     op: &K,
     [(s1, l1), (s2, l2), (s3, l3)]: [(&CpuStorage, &Layout); 3],
 ) -> Result<(CpuStorage, Shape)> {
@@ -1007,25 +922,19 @@ fn masked_cpu_fwd<K: MaskedOp3>(
     Ok((out, l1.shape().clone()))
 }
 
-/// `CustomOp3::bwd` of a [`MaskedOp3`].
-fn masked_bwd<K: MaskedOp3>(
+/// `CustomOp3::bwd` of a [`FusedOp3`].
+fn fused_bwd<K: FusedOp3>(
     op: &K,
     [a, b, c]: [&Tensor; 3],
     grad: &Tensor,
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     let grad = grad.contiguous()?;
-    fn run<K: MaskedOp3, F: Elem>(
+    fn run<K: FusedOp3, F: Elem>(
         op: &K,
         [a, b, c, g]: [&Tensor; 4],
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let (da, db, dc) = with_cpu_slice::<F, _>(a, K::NAME, |sa| {
-            with_cpu_slice::<F, _>(b, K::NAME, |sb| {
-                with_cpu_slice::<F, _>(c, K::NAME, |sc| {
-                    with_cpu_slice::<F, _>(g, K::NAME, |sg| {
-                        with_mask(op, |m| Ok(op.backward([sa, sb, sc], m, sg)))
-                    })
-                })
-            })
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let (da, db, dc) = with_cpu_slices::<F, _, 4>([a, b, c, g], K::NAME, |[sa, sb, sc, sg]| {
+            with_mask(op, |m| Ok(op.backward([sa, sb, sc], m, sg)))
         })?;
         let dev = a.device();
         let db = Tensor::from_vec(db, b.shape(), dev)?;
@@ -1033,7 +942,10 @@ fn masked_bwd<K: MaskedOp3>(
             Some(da) => Tensor::from_vec(da, a.shape(), dev)?,
             None => db.clone(),
         };
-        Ok((da, db, Tensor::from_vec(dc, c.shape(), dev)?))
+        let dc = dc
+            .map(|dc| Tensor::from_vec(dc, c.shape(), dev))
+            .transpose()?;
+        Ok((da, db, dc))
     }
     let t = [a, b, c, &grad];
     let (da, db, dc) = match a.dtype() {
@@ -1041,7 +953,7 @@ fn masked_bwd<K: MaskedOp3>(
         DType::F64 => run::<K, f64>(op, t)?,
         dt => bail!("{}: no backward for {dt:?}", K::NAME),
     };
-    Ok((Some(da), Some(db), Some(dc)))
+    Ok((Some(da), Some(db), dc))
 }
 
 /// [`bias_act`] composed from candle ops: the path off the CPU and the reference of the tests.

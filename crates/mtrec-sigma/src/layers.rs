@@ -6,7 +6,7 @@ use candle_nn::{Init, VarBuilder};
 use mtrec_nn::LayerNorm;
 
 use crate::kernel::{self, Real};
-use crate::scan::{contiguous, fused_ok, with_cpu_slice, ScanImpl};
+use crate::scan::{contiguous, fused_ok, with_cpu_slices, ScanImpl};
 
 /// `N(0, std²)`: SIGMA's `_init_weights` for every `nn.Linear` / `nn.Embedding`.
 pub(crate) fn normal(std: f64) -> Init {
@@ -161,21 +161,12 @@ impl ConvSiluOp {
         grad: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let grad = grad.contiguous()?;
-        let (gx, gw, gb) = with_cpu_slice::<T, _>(x, |x_| {
-            with_cpu_slice::<T, _>(w, |w_| {
-                with_cpu_slice::<T, _>(bias, |b_| {
-                    with_cpu_slice::<T, _>(&grad, |g_| {
-                        self.check(x_.len(), w_.len(), b_.len())?;
-                        if g_.len() != x_.len() {
-                            candle_core::bail!(
-                                "causal conv: gradient size does not match {:?}",
-                                self.dims
-                            );
-                        }
-                        Ok(kernel::conv_silu_backward(x_, w_, b_, g_, self.dims))
-                    })
-                })
-            })
+        let (gx, gw, gb) = with_cpu_slices::<T, _, 4>([x, w, bias, &grad], |[x_, w_, b_, g_]| {
+            self.check(x_.len(), w_.len(), b_.len())?;
+            if g_.len() != x_.len() {
+                candle_core::bail!("causal conv: gradient size does not match {:?}", self.dims);
+            }
+            Ok(kernel::conv_silu_backward(x_, w_, b_, g_, self.dims))
         })?;
         Ok((
             Tensor::from_vec(gx, x.shape(), x.device())?,

@@ -199,12 +199,12 @@ pub fn selective_scan_gated(
     }
 }
 
-/// Borrows the contiguous CPU data of `t` as `&[T]` and runs `f` on it.
-pub(crate) fn with_cpu_slice<T: Real, R>(
-    t: &Tensor,
-    f: impl FnOnce(&[T]) -> Result<R>,
+/// Borrows the contiguous CPU data of each of `ts` as `&[T]` and runs `f` on them.
+pub(crate) fn with_cpu_slices<T: Real, R, const N: usize>(
+    ts: [&Tensor; N],
+    f: impl FnOnce([&[T]; N]) -> Result<R>,
 ) -> Result<R> {
-    mtrec_nn::custom_op::with_cpu_slice(t, "selective scan", f)
+    mtrec_nn::custom_op::with_cpu_slices(ts, "selective scan", f)
 }
 
 /// The contiguous part of `data` that `layout` describes.
@@ -259,21 +259,15 @@ fn fused_bwd<O: Packed, T: Real>(
     kernel: BwdKernel<T>,
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     let grad = grad.contiguous()?;
-    let (gu, gp, gbc) = with_cpu_slice::<T, _>(u, |u_| {
-        with_cpu_slice::<T, _>(p, |p_| {
-            with_cpu_slice::<T, _>(bc, |bc_| {
-                with_cpu_slice::<T, _>(&grad, |g_| {
-                    op.check(u_.len(), p_.len(), bc_.len())?;
-                    if g_.len() != op.out_shape().elem_count() {
-                        bail!(
-                            "selective scan: gradient size does not match {:?}",
-                            op.dims()
-                        );
-                    }
-                    Ok(kernel(u_, p_, bc_, g_, op.dims()))
-                })
-            })
-        })
+    let (gu, gp, gbc) = with_cpu_slices::<T, _, 4>([u, p, bc, &grad], |[u_, p_, bc_, g_]| {
+        op.check(u_.len(), p_.len(), bc_.len())?;
+        if g_.len() != op.out_shape().elem_count() {
+            bail!(
+                "selective scan: gradient size does not match {:?}",
+                op.dims()
+            );
+        }
+        Ok(kernel(u_, p_, bc_, g_, op.dims()))
     })?;
     Ok((
         Some(Tensor::from_vec(gu, u.shape(), u.device())?),
